@@ -1,0 +1,26 @@
+# The two commands a user needs: `make demo` and `make test`. Each bootstraps
+# .venv by itself (idempotent, fast when it is already there).
+.PHONY: venv registry demo test lint unit bench clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+registry:
+	@bash scripts/ensure-registry.sh
+
+demo: venv registry
+	.venv/bin/python scripts/demo.py
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+test: venv registry lint
+	.venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: venv
+	.venv/bin/python -m pytest -q -m "not registry and not emulator and not airflow and not fullstack" $(PYTEST_ARGS)
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from airflow_batch_streaming.cli import main
+
+raise SystemExit(main())
