@@ -237,11 +237,22 @@ def _parse_platform(platform: str) -> _Platform:
     return _normalize_platform(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
 
+ALLOW_HTTP_ENV = "BATCH_STREAMING_REGISTRY_ALLOW_HTTP_HOSTS"
+
+
 def _is_loopback(host: str | None) -> bool:
+    """True for loopback hosts, and for hosts the operator explicitly allowed plain http to.
+
+    The allow-list (``BATCH_STREAMING_REGISTRY_ALLOW_HTTP_HOSTS``, comma-separated host names)
+    exists for docker-compose, where the local registry is a service named ``registry``.
+    """
     if not host:
         return False
     host = host.strip("[]").lower()
     if host == "localhost" or host.endswith(".localhost"):
+        return True
+    allowed = {h.strip().lower().rsplit(":", 1)[0] for h in os.environ.get(ALLOW_HTTP_ENV, "").split(",")}
+    if host in allowed - {""}:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -49,7 +49,11 @@ def write_section(name: str, body: str, command: str) -> None:
     header = f"## {name}"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = f"{header}\n\nCommand: `{command}`  \nMachine: {machine()}  \nRun: {stamp}\n\n{body.strip()}\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the benchmarks themselves; each section says how to reproduce it.\n"
+    text = (
+        RESULTS.read_text()
+        if RESULTS.exists()
+        else "# Benchmark results\n\nWritten by the benchmarks themselves; each section says how to reproduce it.\n"
+    )
     pattern = re.compile(rf"^{re.escape(header)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     RESULTS.write_text(text)

@@ -51,7 +51,9 @@ def banner(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
-def run(cmd: list[str], env: dict[str, str], *, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], env: dict[str, str], *, check: bool = True, quiet: bool = False
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, env=env, text=True, capture_output=True, cwd=ROOT)
     if not quiet or proc.returncode != 0:
         if proc.stdout and not quiet:
@@ -102,8 +104,18 @@ def main() -> int:
             }
 
             banner("preflight of the demo image")
-            run([str(VENV_BIN / "airflow-batch-streaming"), "preflight", images["good"], "--location", REGION,
-                 "--project", PROJECT], env)
+            run(
+                [
+                    str(VENV_BIN / "airflow-batch-streaming"),
+                    "preflight",
+                    images["good"],
+                    "--location",
+                    REGION,
+                    "--project",
+                    PROJECT,
+                ],
+                env,
+            )
 
             banner(f"airflow dags test {DAG_ID} (temporary AIRFLOW_HOME {home})")
             run([str(VENV_BIN / "airflow"), "db", "migrate"], env, quiet=True)
@@ -128,14 +140,27 @@ def main() -> int:
                 failed = True
 
             banner("preflight of a deliberately broken image")
-            broken = run([str(VENV_BIN / "airflow-batch-streaming"), "preflight", images["broken"], "--location",
-                          REGION, "--project", PROJECT], env, check=False)
+            broken = run(
+                [
+                    str(VENV_BIN / "airflow-batch-streaming"),
+                    "preflight",
+                    images["broken"],
+                    "--location",
+                    REGION,
+                    "--project",
+                    PROJECT,
+                ],
+                env,
+                check=False,
+            )
             if broken.returncode != 1:
                 failed = True
                 print("demo: the broken image should have failed its preflight", file=sys.stderr)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    banner("demo " + ("FAILED" if failed else "finished: everything above ran locally, no Google account used"))
+    banner(
+        "demo " + ("FAILED" if failed else "finished: everything above ran locally, no Google account used")
+    )
     return 1 if failed else 0
 
 

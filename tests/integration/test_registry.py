@@ -682,3 +682,13 @@ def test_platform_must_be_well_formed(static_registry: StaticRegistry) -> None:
     with pytest.raises(ValueError, match="os/arch"):
         RegistryClient().inspect(parse_image_uri(f"{static_registry.host}/a/b:c"), platform="amd64")
     assert static_registry.requests == []
+
+
+def test_plain_http_to_a_named_host_needs_the_explicit_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_batch_streaming.registry import RegistryClient, RegistryError
+
+    with pytest.raises(RegistryError) as err:
+        RegistryClient(base_url="http://registry:5000")
+    assert err.value.code == "registry-unreachable" and "not loopback" in err.value.message
+    monkeypatch.setenv("BATCH_STREAMING_REGISTRY_ALLOW_HTTP_HOSTS", "registry:5000")
+    RegistryClient(base_url="http://registry:5000")  # accepted: the operator opted in
