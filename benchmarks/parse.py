@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, run_py, versions, write_section  # noqa: E402
+from _common import ROOT, run_py, versions, write_section
 
 IMPORT_SNIPPET = """
 import time, sys, json

@@ -54,7 +54,7 @@ def banner(text: str) -> None:
 def run(
     cmd: list[str], env: dict[str, str], *, check: bool = True, quiet: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, env=env, text=True, capture_output=True, cwd=ROOT)
+    proc = subprocess.run(cmd, env=env, text=True, capture_output=True, cwd=ROOT, check=False)
     if not quiet or proc.returncode != 0:
         if proc.stdout and not quiet:
             print(proc.stdout, end="")
