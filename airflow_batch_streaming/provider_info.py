@@ -48,6 +48,23 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_batch_streaming.triggers"],
             }
         ],
+        "config": {
+            "batch_streaming": {
+                "description": "Waiting on Google Cloud Batch jobs from the triggerer.",
+                "options": {
+                    "read_budget_per_minute": {
+                        "description": "Batch read calls (GetJob, ListJobs) per minute that one "
+                        "triggerer process may spend on waiting. Batch allows 15,000 per region "
+                        "and project, shared by every client; the default leaves half for others. "
+                        "The environment variable BATCH_STREAMING_READ_BUDGET overrides it.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "3000",
+                        "default": "7500",
+                    }
+                },
+            }
+        },
         "extra-links": [
             "airflow_batch_streaming.links.BatchJobConsoleLink",
             "airflow_batch_streaming.links.BatchJobLogsLink",

@@ -17,9 +17,7 @@ from airflow_batch_streaming.sensors import BatchJobStateSensor
 # emulator (`make demo`, docker-compose) and against a real project unchanged.
 PROJECT = os.environ.get("BATCH_STREAMING_EXAMPLE_PROJECT", "demo-project")
 REGION = os.environ.get("BATCH_STREAMING_EXAMPLE_REGION", "us-central1")
-IMAGE = os.environ.get(
-    "BATCH_STREAMING_EXAMPLE_IMAGE", f"{REGION}-docker.pkg.dev/{PROJECT}/demo/hello:1.0"
-)
+IMAGE = os.environ.get("BATCH_STREAMING_EXAMPLE_IMAGE", f"{REGION}-docker.pkg.dev/{PROJECT}/demo/hello:1.0")
 COMMAND = [
     "/bin/sh",
     "-c",

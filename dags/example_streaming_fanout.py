@@ -11,9 +11,7 @@ from airflow_batch_streaming.operators import BatchStreamingJobOperator
 
 PROJECT = os.environ.get("BATCH_STREAMING_EXAMPLE_PROJECT", "demo-project")
 REGION = os.environ.get("BATCH_STREAMING_EXAMPLE_REGION", "us-central1")
-IMAGE = os.environ.get(
-    "BATCH_STREAMING_EXAMPLE_IMAGE", f"{REGION}-docker.pkg.dev/{PROJECT}/demo/hello:1.0"
-)
+IMAGE = os.environ.get("BATCH_STREAMING_EXAMPLE_IMAGE", f"{REGION}-docker.pkg.dev/{PROJECT}/demo/hello:1.0")
 
 DOC = """
 ### Fan-out: one streaming job per input
@@ -50,7 +48,7 @@ with DAG(
     @task
     def gather(results: list[dict[str, Any]]) -> dict[str, Any]:
         states = {r["job_id"]: r["state"] for r in results}
-        running = [r["timeline"].get("seconds_running") for r in results]
+        running = [r["timeline"].get("running_seconds") for r in results]
         print(f"{len(results)} jobs: {states}; seconds running: {running}")
         return {"jobs": len(results), "states": states}
 

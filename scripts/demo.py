@@ -69,7 +69,7 @@ def print_timeline(summary: dict[str, Any]) -> None:
     timeline = summary.get("timeline") or {}
     print(f"job   {summary.get('name')}")
     print(f"state {summary.get('state')}")
-    for key in ("seconds_queued", "seconds_scheduled", "seconds_running", "seconds_total"):
+    for key in ("queued_seconds", "scheduled_seconds", "running_seconds", "total_seconds"):
         if timeline.get(key) is not None:
             print(f"  {key.replace('_', ' '):<18} {timeline[key]:.1f}")
     for state, at in (timeline.get("states") or {}).items():

@@ -1,0 +1,376 @@
+"""Pieces the operators and the sensor share: argument handling, waiting, failures, logs.
+
+Kept free of the Google client libraries at import time (DAG files import the operators);
+anything that needs them imports them inside the function that runs on a worker.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from airflow_batch_streaming import status
+from airflow_batch_streaming.exceptions import (
+    BatchJobCancelledError,
+    BatchJobFailedError,
+    BatchStreamingError,
+)
+
+if TYPE_CHECKING:
+    from airflow_batch_streaming.hooks.batch import BatchStreamingHook
+
+T = TypeVar("T")
+
+#: Event statuses `BatchJobStateTrigger` yields.
+EVENT_STATUSES = ("success", "failed", "cancelled", "deleted", "timeout", "error")
+
+#: Consecutive transient API errors a waiter tolerates before it gives up.
+MAX_TRANSIENT_ERRORS = 8
+
+_TRANSIENT_NAMES = frozenset(
+    {
+        "ServiceUnavailable",
+        "DeadlineExceeded",
+        "InternalServerError",
+        "TooManyRequests",
+        "ResourceExhausted",
+        "Aborted",
+        "BadGateway",
+        "GatewayTimeout",
+        "RetryError",
+    }
+)
+_TASK_INDEX = re.compile(r"group\d+-(\d+)(?:/|$)")
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def is_dynamic(value: Any) -> bool:
+    """Whether a constructor argument is only known at run time (Jinja or an XComArg)."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(is_dynamic(k) or is_dynamic(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(is_dynamic(item) for item in value)
+    # XComArg, ObjectStoragePath-like resolvables and other objects Airflow resolves late.
+    return hasattr(value, "resolve") and hasattr(value, "iter_references")
+
+
+def coerce_rendered(value: Any) -> Any:
+    """Turn a list or dict that Jinja rendered to text back into the list or dict.
+
+    Without ``render_template_as_native_obj`` a template such as ``"{{ params.command }}"``
+    renders to ``"['sh', '-c', 'echo hi']"``; for arguments that must be a list or a
+    mapping that text is parsed (JSON first, then a Python literal). Anything that does
+    not parse is returned unchanged, for the spec to report.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not (text.startswith("[") and text.endswith("]")) and not (
+        text.startswith("{") and text.endswith("}")
+    ):
+        return value
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            parsed = parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(parsed, list | dict | tuple):
+            return parsed
+    return value
+
+
+def as_seconds(value: float | timedelta | None, name: str) -> float | None:
+    """A duration argument (seconds or timedelta) as seconds; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ValueError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    return seconds
+
+
+def check_states(target_states: Any, failure_states: Any) -> list[str]:
+    """Problems with the state lists a waiter is given (unknown names, overlaps)."""
+    problems: list[str] = []
+    lists: dict[str, list[str]] = {}
+    for name, states in (("target_states", target_states), ("failure_states", failure_states)):
+        if is_dynamic(states):
+            continue
+        if isinstance(states, str) or not isinstance(states, Iterable):
+            problems.append(f"{name} must be a list of job state names, got {states!r}")
+            continue
+        lists[name] = [str(s) for s in states]
+        unknown = [s for s in lists[name] if s not in status.STATES]
+        if unknown:
+            problems.append(
+                f"{name} has unknown states {unknown}: use some of {', '.join(status.STATES[1:])}"
+            )
+    if "target_states" in lists and not lists["target_states"]:
+        problems.append("target_states is empty: the waiter would never finish")
+    overlap = set(lists.get("target_states", ())) & set(lists.get("failure_states", ()))
+    if overlap:
+        problems.append(f"states {sorted(overlap)} are both target and failure states")
+    return problems
+
+
+# --------------------------------------------------------------------------- API calls
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors worth retrying: throttling, unavailability, timeouts, dropped connections."""
+    if isinstance(error, ConnectionError | TimeoutError):
+        return True
+    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(error).__mro__)
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    *,
+    what: str,
+    log: logging.Logger | Any,
+    attempts: int = 5,
+    backoff: float = 2.0,
+    max_backoff: float = 60.0,
+    deadline: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``call``, retrying transient errors with exponential backoff."""
+    delay = backoff
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as error:
+            if not is_transient(error) or attempt == attempts:
+                raise
+            wait = min(delay, max_backoff)
+            if deadline is not None:
+                wait = min(wait, max(deadline - time.time(), 0.0))
+            log.warning(
+                "%s failed (%s: %s); retry %d of %d in %.1f s",
+                what,
+                type(error).__name__,
+                error,
+                attempt,
+                attempts - 1,
+                wait,
+            )
+            sleep(wait)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def failure_error(
+    job: Any,
+    tasks: Iterable[Any] | None = None,
+    output: Sequence[str] = (),
+) -> BatchStreamingError:
+    """The exception for a job that ended without succeeding, with its reason and output."""
+    rest = status.as_rest(job)
+    details = status.failure_details(rest, tasks)
+    name = str(rest.get("name") or "")
+    state = details["state"]
+    if state in (status.CANCELLED, status.CANCELLATION_IN_PROGRESS, status.DELETION_IN_PROGRESS):
+        return BatchJobCancelledError(name, state, details["events"], reason=details["reason"], output=output)
+    return BatchJobFailedError(
+        name,
+        state,
+        details["failed_tasks"],
+        details["exit_codes"],
+        details["events"],
+        reason=details["reason"],
+        output=output,
+    )
+
+
+def failed_job(hook: BatchStreamingHook, event: Mapping[str, Any], *, log: logging.Logger | Any) -> Any:
+    """The job a failure event is about, re-read for the status events the event leaves out.
+
+    A deleted job may be gone, and a read may fail: then the event's own summary is used.
+    """
+    name = str(event.get("job_name") or "")
+    raw = event.get("job")
+    summary: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    state = str(event.get("state") or summary.get("state") or "")
+    if event.get("status") != "deleted":
+        try:
+            job = status.as_rest(hook.get_job(name))
+        except Exception as error:
+            log.warning("Could not re-read job %s: %s", name, error)
+        else:
+            if status.state_of(job) in status.TERMINAL - {status.SUCCEEDED}:
+                return job
+    return {
+        "name": summary.get("name") or name,
+        "uid": summary.get("uid") or "",
+        "createTime": summary.get("create_time"),
+        "status": {"state": state or status.FAILED},
+    }
+
+
+def raise_for_job(
+    hook: BatchStreamingHook,
+    job: Any,
+    *,
+    log: logging.Logger | Any,
+    log_lines: int,
+) -> NoReturn:
+    """Raise the right error for a job that ended without succeeding.
+
+    Reads what the failure message needs and the waiter does not have: the job's tasks
+    (exit codes per task) and the tail of its output. Either read failing only makes the
+    message shorter.
+    """
+    rest = status.as_rest(job)
+    name = str(rest.get("name") or "")
+    tasks: list[Any] | None = None
+    state = status.state_of(rest)
+    if state == status.FAILED:
+        try:
+            tasks = list(hook.list_tasks(name))
+        except Exception as error:
+            log.warning("Could not list the tasks of %s: %s", name, error)
+    output: list[str] = []
+    if log_lines > 0 and state != status.DELETION_IN_PROGRESS:
+        try:
+            output = tail_output(hook, rest, log_lines)
+        except Exception as error:
+            log.warning("Could not read the output of %s from Cloud Logging: %s", name, error)
+    raise failure_error(rest, tasks, output)
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def log_filter(
+    project_id: str,
+    uid: str,
+    since: str,
+    *,
+    include_agent_logs: bool = False,
+    min_severity: str | None = None,
+) -> str:
+    """The Cloud Logging filter for a job's logs, always with an explicit time bound.
+
+    Without a ``timestamp`` term the Python logging client adds ``timestamp >= now - 24h``.
+    """
+    names = [f'"projects/{project_id}/logs/{status.TASK_LOG}"']
+    if include_agent_logs:
+        names.append(f'"projects/{project_id}/logs/{status.AGENT_LOG}"')
+    terms = [
+        f"logName=({' OR '.join(names)})",
+        f'labels.job_uid="{uid}"',
+        f'timestamp>="{since}"',
+    ]
+    if min_severity:
+        terms.append(f"severity>={min_severity.upper()}")
+    return " AND ".join(terms)
+
+
+def entry_fields(entry: Any) -> dict[str, Any]:
+    """``{timestamp, severity, text, labels, log}`` of a log entry in any client's shape."""
+    if isinstance(entry, Mapping):
+        payload = entry.get("textPayload", entry.get("text_payload"))
+        if payload is None:
+            payload = entry.get("jsonPayload", entry.get("json_payload", entry.get("payload")))
+        severity = entry.get("severity")
+        labels = entry.get("labels") or {}
+        timestamp = entry.get("timestamp")
+        log_name = entry.get("logName", entry.get("log_name", ""))
+    else:
+        payload = getattr(entry, "payload", None)
+        if payload is None:
+            payload = getattr(entry, "text_payload", None) or getattr(entry, "json_payload", None)
+        severity = getattr(entry, "severity", None)
+        labels = getattr(entry, "labels", None) or {}
+        timestamp = getattr(entry, "timestamp", None)
+        log_name = getattr(entry, "log_name", "") or ""
+    if isinstance(payload, Mapping):
+        text = str(payload.get("message", "")) or json.dumps(dict(payload), default=str, sort_keys=True)
+    else:
+        text = "" if payload is None else str(payload)
+    return {
+        "timestamp": timestamp,
+        "severity": _severity_name(severity),
+        "text": text.rstrip("\n"),
+        "labels": dict(labels),
+        "log": str(log_name),
+    }
+
+
+_SEVERITIES = {
+    0: "DEFAULT",
+    100: "DEBUG",
+    200: "INFO",
+    300: "NOTICE",
+    400: "WARNING",
+    500: "ERROR",
+    600: "CRITICAL",
+    700: "ALERT",
+    800: "EMERGENCY",
+}
+SEVERITY_ORDER = tuple(_SEVERITIES.values())
+
+
+def _severity_name(severity: Any) -> str:
+    if severity is None or severity == "":
+        return "DEFAULT"
+    if isinstance(severity, int) and not isinstance(severity, bool):
+        return _SEVERITIES.get(severity, str(severity))
+    text = str(getattr(severity, "name", severity)).rsplit(".", 1)[-1].upper()
+    if text.isdigit():
+        return _SEVERITIES.get(int(text), text)
+    return text
+
+
+def is_error_severity(severity: str) -> bool:
+    return severity in SEVERITY_ORDER and SEVERITY_ORDER.index(severity) >= SEVERITY_ORDER.index("ERROR")
+
+
+def entry_prefix(fields: Mapping[str, Any]) -> str:
+    """``[task N]`` for task output, ``[agent]`` for the Batch agent's own lines."""
+    if str(fields.get("log", "")).endswith(status.AGENT_LOG):
+        return "[agent]"
+    task_id = str(fields.get("labels", {}).get("task_id", ""))
+    match = _TASK_INDEX.search(task_id)
+    if match:
+        return f"[task {match.group(1)}]"
+    return f"[{task_id}]" if task_id else "[task ?]"
+
+
+def tail_output(hook: BatchStreamingHook, job: Any, lines: int) -> list[str]:
+    """The last ``lines`` lines the job's tasks wrote, oldest first."""
+    summary = status.summarize(job)
+    project_id, uid, since = summary["project_id"], summary["uid"], summary["create_time"]
+    if not (project_id and uid and since):
+        return []
+    entries = hook.list_log_entries(
+        project_id,
+        log_filter(project_id, uid, since),
+        order_by="timestamp desc",
+        max_entries=lines,
+        page_size=min(max(lines, 1), 1000),
+    )
+    out = []
+    for entry in list(entries)[:lines]:
+        fields = entry_fields(entry)
+        out.append(f"{entry_prefix(fields)} {fields['text']}")
+    out.reverse()
+    return out

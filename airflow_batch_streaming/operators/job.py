@@ -1,0 +1,626 @@
+"""Submit an Image Streaming Batch job from plain arguments and wait for it.
+
+One task instance owns at most one live job. The job ID is derived from the task
+instance and its try, the create request is idempotent, and every job carries labels
+naming its task instance; so a lost create response, a worker that dies after creating
+the job, or a retry all end up attached to the same job instead of starting another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator, conf
+
+from airflow_batch_streaming import locations, preflight, status
+from airflow_batch_streaming.exceptions import BatchJobTimeoutError, BatchStreamingError
+from airflow_batch_streaming.links import (
+    BATCH_JOB_XCOM_KEY,
+    BatchJobConsoleLink,
+    BatchJobLogsLink,
+    persist_job_links,
+)
+from airflow_batch_streaming.operators._common import (
+    EVENT_STATUSES,
+    MAX_TRANSIENT_ERRORS,
+    as_seconds,
+    call_with_retries,
+    coerce_rendered,
+    failed_job,
+    is_dynamic,
+    is_transient,
+    raise_for_job,
+)
+from airflow_batch_streaming.spec import FIELD_NAMES, JobSpec, SpecError, make_job_id
+
+if TYPE_CHECKING:
+    import jinja2
+    from airflow.sdk import Context
+    from google.cloud.batch_v1 import Job
+
+    from airflow_batch_streaming.hooks.batch import BatchStreamingHook
+    from airflow_batch_streaming.preflight import Report
+
+#: Labels every job gets, naming the task instance (and try) that owns it.
+LABEL_DAG = "airflow-dag"
+LABEL_TASK = "airflow-task"
+LABEL_TI = "airflow-ti"
+LABEL_TRY = "airflow-try"
+#: ``task_state_store`` key holding the job name (Airflow 3.3+; informational).
+STATE_KEY = "batch_job_name"
+#: Extra seconds Airflow's own deferral timeout waits past the trigger's deadline, so the
+#: trigger (which cancels the job) normally fires first.
+DEFER_GRACE_SECONDS = 300.0
+#: Default seconds between reads on a worker: short while the job waits for VMs (start-up
+#: is what Image Streaming shortens), longer once it runs.
+SYNC_PENDING_INTERVAL = 5.0
+SYNC_RUNNING_INTERVAL = 30.0
+
+# Job arguments that are lists or mappings: a template rendering them to text is parsed back.
+_STRUCTURED = frozenset(
+    {
+        "commands",
+        "volumes",
+        "environment",
+        "secret_environment",
+        "labels",
+        "gcs_volumes",
+        "nfs_volumes",
+        "accelerators",
+        "lifecycle_policies",
+        "allowed_locations",
+    }
+)
+# States worth reattaching to. CANCELLATION_IN_PROGRESS is not: it only ends CANCELLED.
+_REATTACHABLE = frozenset({status.STATE_UNSPECIFIED, status.QUEUED, status.SCHEDULED, status.RUNNING})
+_LABEL_INVALID = re.compile(r"[^a-z0-9_-]+")
+
+
+def label_value(text: object) -> str:
+    """``text`` as a valid GCP label value (lowercase letters, digits, ``_``, ``-``; 63 max)."""
+    return _LABEL_INVALID.sub("-", str(text).lower())[:63]
+
+
+def task_instance_key_hash(dag_id: str, task_id: str, run_id: str, map_index: int | None) -> str:
+    """A short stable hash naming one task instance across all its tries."""
+    key = "\x1f".join((dag_id, task_id, run_id, str(-1 if map_index is None else map_index)))
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+def task_instance_labels(
+    dag_id: str, task_id: str, run_id: str, map_index: int | None, try_number: int
+) -> dict[str, str]:
+    """The labels that let a later try find the jobs of earlier ones."""
+    return {
+        LABEL_DAG: label_value(dag_id),
+        LABEL_TASK: label_value(task_id),
+        LABEL_TI: task_instance_key_hash(dag_id, task_id, run_id, map_index),
+        LABEL_TRY: str(try_number),
+    }
+
+
+class BatchStreamingJobOperator(BaseOperator):
+    """Run a container on Google Cloud Batch with Image Streaming, and wait for it.
+
+    The job arguments (``image_uri``, ``commands``, ``entrypoint``, ``volumes``,
+    ``task_count``, ``machine_type``, ``environment``, ``labels``, ...) are those of
+    :class:`~airflow_batch_streaming.spec.JobSpec`; the job always streams its image and
+    sends its output to Cloud Logging. Arguments that are not templated are checked when
+    the DAG is parsed, so a wrong image, location or value is an import error listing
+    every problem; templated ones are checked after rendering.
+
+    Before submitting, the preflight checks the image in its registry and that the
+    Container File System API is enabled (``preflight=False`` skips both checks).
+
+    The job ID is derived from the task instance and try (``job_id`` sets a readable
+    prefix). A retry, or a re-run after the worker died, first looks for the jobs of this
+    task instance by label: it reattaches to one still running, returns the result of one
+    that succeeded (use ``reattach=False`` to always run a new job), and otherwise
+    submits its own.
+
+    :param project_id: Google Cloud project the job runs in.
+    :param region: Batch region the job is created in (its VMs run there unless
+        ``allowed_locations`` says otherwise).
+    :param job_id: readable prefix for the job ID; a hash of the task instance and try
+        is always appended.
+    :param preflight: check before submitting that the image can stream.
+    :param preflight_fail_on_warnings: also fail on preflight warnings (e.g. a mutable tag).
+    :param wait_for_completion: wait for the job to finish; if False, return once it is
+        submitted (wait downstream with ``BatchJobStateSensor``).
+    :param deferrable: wait in the triggerer instead of on a worker.
+    :param poll_interval: seconds between two reads of the job's state; by default 5 s while
+        the job is queued or scheduled, then longer (the triggerer adapts up to 60 s and
+        shares its reads between all jobs).
+    :param timeout: seconds the job may take from its creation; when they are up, the job
+        is cancelled and the task fails with ``BatchJobTimeoutError``.
+    :param cancel_on_kill: cancel the job when the task is killed (also when deferred, on
+        Airflow 3.3+).
+    :param reattach: look for this task instance's jobs from earlier tries first.
+    :param failure_log_lines: how many of the job's last output lines a failure shows.
+    :param gcp_conn_id: Airflow connection to Google Cloud.
+    :param impersonation_chain: service account(s) to impersonate.
+    :return: the job summary: ``name``, ``uid``, ``job_id``, ``state``, ``console_url``,
+        ``logs_url``, ``timeline`` (seconds queued, scheduled, running), ``task_counts``, ...
+    """
+
+    template_fields: Sequence[str] = (
+        "project_id",
+        "region",
+        "job_id",
+        *FIELD_NAMES,
+        "gcp_conn_id",
+        "impersonation_chain",
+        "job",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        **{name: "json" for name in sorted(_STRUCTURED)},
+        "job": "json",
+    }
+    operator_extra_links = (BatchJobConsoleLink(), BatchJobLogsLink())
+    ui_color = "#e8f0fe"
+
+    project_id: str
+    region: str
+    image_uri: str
+    labels: Mapping[str, str] | None
+    allowed_locations: Sequence[str] | None
+    enable_image_streaming: bool | str | None
+
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        region: str,
+        image_uri: str,
+        commands: Sequence[str] | None = None,
+        entrypoint: str | None = None,
+        volumes: Sequence[str] | None = None,
+        task_count: int | str | None = None,
+        parallelism: int | str | None = None,
+        task_count_per_node: int | str | None = None,
+        cpu_milli: int | str | None = None,
+        memory_mib: int | str | None = None,
+        max_retry_count: int | str | None = None,
+        lifecycle_policies: Sequence[Any] | None = None,
+        retry_on_preemption: bool | None = None,
+        max_run_duration: str | int | float | timedelta | None = None,
+        environment: Mapping[str, str] | None = None,
+        secret_environment: Mapping[str, str] | None = None,
+        gcs_volumes: Sequence[Any] | None = None,
+        nfs_volumes: Sequence[Any] | None = None,
+        machine_type: str | None = None,
+        provisioning_model: str | None = None,
+        accelerators: Sequence[Any] | None = None,
+        install_gpu_drivers: bool | None = None,
+        boot_disk_mib: int | str | None = None,
+        network: str | None = None,
+        subnetwork: str | None = None,
+        no_external_ip_address: bool | None = None,
+        service_account: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        allowed_locations: Sequence[str] | None = None,
+        priority: int | str | None = None,
+        enable_image_streaming: bool | None = None,
+        job_id: str | None = None,
+        preflight: bool = True,
+        preflight_fail_on_warnings: bool = False,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float | timedelta | None = None,
+        timeout: float | timedelta | None = None,
+        cancel_on_kill: bool = True,
+        reattach: bool = True,
+        failure_log_lines: int = 20,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        arguments = locals()
+        job_args = {name: arguments[name] for name in FIELD_NAMES}
+        super().__init__(**kwargs)
+        for name, value in job_args.items():
+            setattr(self, name, value)
+        self.project_id = project_id
+        self.region = region
+        self.job_id = job_id
+        self.preflight = preflight
+        self.preflight_fail_on_warnings = preflight_fail_on_warnings
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = as_seconds(poll_interval, "poll_interval")
+        if self.poll_interval == 0:
+            raise ValueError(f"task {self.task_id!r}: poll_interval must be positive (or None to adapt)")
+        self.timeout = as_seconds(timeout, "timeout")
+        self.cancel_on_kill = cancel_on_kill
+        self.reattach = reattach
+        self.failure_log_lines = failure_log_lines
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+        #: The REST JSON of the job, filled in at run time (shown rendered in the UI).
+        self.job: dict[str, Any] | None = None
+        self._job_name: str | None = None
+        problems = self.static_problems()
+        if problems:
+            raise SpecError([f"task {self.task_id!r}: {p}" for p in problems])
+
+    # ------------------------------------------------------------------ parse time
+
+    def static_problems(self) -> list[str]:
+        """Every problem visible without rendering templates (pure, no I/O).
+
+        Arguments that hold Jinja or an XComArg are skipped here, and so is every
+        problem that mentions one of them; they are checked after rendering.
+        """
+        dynamic = {name for name in (*FIELD_NAMES, "project_id", "region") if is_dynamic(getattr(self, name))}
+        problems: list[str] = []
+        for name in ("project_id", "region"):
+            value = getattr(self, name)
+            if name not in dynamic and (not isinstance(value, str) or not value.strip()):
+                problems.append(f"{name} is required (got {value!r})")
+        region_ok = "region" not in dynamic and isinstance(self.region, str) and bool(self.region.strip())
+        if region_ok:
+            try:
+                locations.region_of(self.region)
+            except locations.LocationError as error:
+                problems.append(f"region: {error}")
+                region_ok = False
+        kwargs = {
+            name: getattr(self, name)
+            for name in FIELD_NAMES
+            if name not in dynamic and getattr(self, name) is not None
+        }
+        kwargs.setdefault("image_uri", "us-docker.pkg.dev/templated/templated/templated")
+        skip = dynamic | ({"region"} if not region_ok else set())
+        spec = JobSpec(**kwargs)
+        problems += [p for p in spec.problems(self.region if region_ok else None) if not _mentions(p, skip)]
+        if self.preflight and _streams(self.enable_image_streaming) and "image_uri" not in dynamic:
+            vm_region = None
+            if region_ok and "allowed_locations" not in dynamic:
+                vm_region = _vm_region(self.allowed_locations, self.region)
+            for finding in preflight.check_reference(self.image_uri, vm_region):
+                if finding.severity == preflight.ERROR:
+                    hint = f" ({finding.hint})" if finding.hint else ""
+                    problems.append(f"image_uri: {finding.message}{hint}")
+        return problems
+
+    # ------------------------------------------------------------------ run time
+
+    @cached_property
+    def hook(self) -> BatchStreamingHook:
+        from airflow_batch_streaming.hooks.batch import BatchStreamingHook
+
+        return BatchStreamingHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Any,
+        context: Context,
+        jinja_env: jinja2.Environment,
+        seen_oids: set[int],
+    ) -> None:
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        if parent is self:
+            # Show the job as it will be submitted in the UI's rendered-template view.
+            try:
+                self.job = self.build_job(context)
+            except (SpecError, ValueError, TypeError, KeyError, AttributeError):
+                self.job = None  # execute() raises the full error
+
+    def build_job(self, context: Context) -> dict[str, Any]:
+        """The REST JSON of this task instance's job, from the rendered arguments."""
+        problems = []
+        for name in ("project_id", "region"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                problems.append(f"{name} is required (got {value!r})")
+        kwargs: dict[str, Any] = {}
+        for name in FIELD_NAMES:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            kwargs[name] = coerce_rendered(value) if name in _STRUCTURED else value
+        ti = context["ti"]
+        owned = task_instance_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
+        labels = kwargs.get("labels") or {}
+        if isinstance(labels, Mapping):
+            clash = sorted(set(labels) & set(owned))
+            if clash:
+                self.log.warning("Labels %s are set by the operator; the given values are replaced", clash)
+            kwargs["labels"] = {**labels, **owned}
+        spec = JobSpec.from_kwargs(**kwargs)
+        region = self.region if not problems else None
+        problems += spec.problems(region)
+        if problems:
+            raise SpecError(problems)
+        return spec.to_rest(region)
+
+    def job_id_for(self, context: Context) -> str:
+        """This try's job ID: deterministic, distinct per task instance and try."""
+        ti = context["ti"]
+        map_index = -1 if ti.map_index is None else ti.map_index
+        parts: list[Any] = [ti.dag_id, ti.task_id, ti.run_id, map_index, f"try{ti.try_number}"]
+        if self.job_id:
+            parts.insert(0, self.job_id)
+        return make_job_id(*parts)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        rest = self.build_job(context)
+        self.job = rest
+        hook = self.hook
+        job_id = self.job_id_for(context)
+        job = self._find_earlier_job(hook, rest) if self.reattach else None
+        if job is None:
+            if self.preflight:
+                self._run_preflight(hook, rest, context)
+            job = self._create(hook, rest, job_id)
+        summary = status.summarize(job)
+        name = summary["name"]
+        self._job_name = name
+        persist_job_links(context, summary, project_id=self.project_id, region=self.region)
+        self._remember(context, name)
+        state = summary["state"]
+        if state == status.SUCCEEDED:
+            return self._succeeded(summary)
+        if state in status.TERMINAL:
+            raise_for_job(hook, job, log=self.log, log_lines=self.failure_log_lines)
+        if not self.wait_for_completion:
+            self.log.info("Job %s is %s; not waiting for it (wait_for_completion=False)", name, state)
+            return summary
+        deadline = self._deadline(summary)
+        if self.deferrable:
+            self._defer(name, deadline)
+        return self._wait(hook, name, deadline)
+
+    def _create(self, hook: BatchStreamingHook, rest: dict[str, Any], job_id: str) -> Job:
+        self.log.info(
+            "Submitting Batch job %s in projects/%s/locations/%s", job_id, self.project_id, self.region
+        )
+        # Safe to retry: the hook sends a request ID derived from the job ID, and returns
+        # the existing job when this try's job was already created.
+        return call_with_retries(
+            lambda: hook.create_job(project_id=self.project_id, region=self.region, job=rest, job_id=job_id),
+            what=f"creating job {job_id}",
+            log=self.log,
+        )
+
+    def _find_earlier_job(self, hook: BatchStreamingHook, rest: Mapping[str, Any]) -> Any | None:
+        """A job of this task instance to reattach to (active) or reuse (succeeded)."""
+        ti_hash = rest["labels"][LABEL_TI]
+        found = call_with_retries(
+            lambda: list(
+                hook.list_jobs(self.project_id, self.region, filter=f'labels."{LABEL_TI}"="{ti_hash}"')
+            ),
+            what="looking up earlier jobs of this task instance",
+            log=self.log,
+        )
+        jobs = [status.as_rest(j) for j in found]
+        jobs = [j for j in jobs if (j.get("labels") or {}).get(LABEL_TI) == ti_hash]
+
+        def newest(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+            return max(
+                candidates,
+                key=lambda j: (_int((j.get("labels") or {}).get(LABEL_TRY)), j.get("createTime", "")),
+            )
+
+        active = [j for j in jobs if status.state_of(j) in _REATTACHABLE]
+        if active:
+            job = newest(active)
+            self.log.info(
+                "Reattaching to job %s (try %s), which is %s",
+                job.get("name"),
+                job["labels"].get(LABEL_TRY),
+                status.state_of(job),
+            )
+            return job
+        succeeded = [j for j in jobs if status.state_of(j) == status.SUCCEEDED]
+        if succeeded:
+            job = newest(succeeded)
+            self.log.info(
+                "Job %s (try %s) of this task instance already SUCCEEDED: returning its result "
+                "without running it again (set reattach=False to always run a new job)",
+                job.get("name"),
+                job["labels"].get(LABEL_TRY),
+            )
+            return job
+        if jobs:
+            self.log.info(
+                "Earlier jobs of this task instance ended %s: submitting a new one",
+                ", ".join(sorted({status.state_of(j) for j in jobs})),
+            )
+        return None
+
+    def _run_preflight(self, hook: BatchStreamingHook, rest: dict[str, Any], context: Context) -> Report:
+        report = preflight.check_job(
+            rest,
+            self.region,
+            project=self.project_id,
+            registry=hook.registry_client(),
+            api_check=hook.is_service_enabled,
+        )
+        self.log.info("Preflight:\n%s", report.format_text())
+        context["ti"].xcom_push(key="preflight", value=report.to_dict())
+        report.raise_for_errors(fail_on_warnings=self.preflight_fail_on_warnings)
+        return report
+
+    def _remember(self, context: Context, name: str) -> None:
+        """Record the job in the task state store (Airflow 3.3+), for people and tools."""
+        store = context.get("task_state_store")  # type: ignore[attr-defined]
+        if store is None:
+            return
+        try:
+            store.set(STATE_KEY, name)
+        except Exception as error:  # informational only: the label lookup is what reattaches
+            self.log.debug("Could not record the job in the task state store: %s", error)
+
+    def _deadline(self, summary: Mapping[str, Any]) -> float | None:
+        """Absolute end of ``timeout``, counted from the job's creation (survives retries)."""
+        if self.timeout is None:
+            return None
+        created = summary.get("create_time")
+        start = time.time()
+        if isinstance(created, str):
+            with contextlib.suppress(ValueError):
+                start = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        return start + self.timeout
+
+    def _defer(self, name: str, deadline: float | None) -> None:
+        from airflow_batch_streaming.triggers.batch import BatchJobStateTrigger
+
+        trigger = BatchJobStateTrigger(
+            job_name=name,
+            gcp_conn_id=self.gcp_conn_id,
+            impersonation_chain=self.impersonation_chain,
+            poll_interval=self.poll_interval,
+            end_time=deadline,
+            cancel_on_kill=self.cancel_on_kill,
+            cancel_on_timeout=True,
+        )
+        timeout = None
+        if deadline is not None:
+            timeout = timedelta(seconds=max(deadline - time.time(), 0.0) + DEFER_GRACE_SECONDS)
+        self.log.info("Deferring: the triggerer waits for job %s", name)
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
+
+    def _wait(self, hook: BatchStreamingHook, name: str, deadline: float | None) -> dict[str, Any]:
+        """Poll on the worker until the job ends, tolerating transient API errors."""
+        last_state = None
+        errors = 0
+        while True:
+            if deadline is not None and time.time() >= deadline:
+                self._time_out(hook, name)
+            try:
+                job = hook.get_job(name)
+            except Exception as error:
+                errors += 1
+                if not is_transient(error) or errors > MAX_TRANSIENT_ERRORS:
+                    raise
+                self.log.warning("Reading job %s failed (%s); will retry", name, error)
+                self._sleep(min(self.poll_interval or 30.0, 2.0**errors), deadline)
+                continue
+            errors = 0
+            summary = status.summarize(job)
+            state = summary["state"]
+            if state != last_state:
+                self.log.info("Job %s is %s", name, state)
+                last_state = state
+            if state == status.SUCCEEDED:
+                return self._succeeded(summary)
+            if state in status.TERMINAL:
+                raise_for_job(hook, job, log=self.log, log_lines=self.failure_log_lines)
+            self._sleep(self._interval(state), deadline)
+
+    def _interval(self, state: str) -> float:
+        if self.poll_interval is not None:
+            return self.poll_interval
+        return SYNC_PENDING_INTERVAL if state in status.PENDING else SYNC_RUNNING_INTERVAL
+
+    @staticmethod
+    def _sleep(seconds: float, deadline: float | None) -> None:
+        if deadline is not None:
+            seconds = min(seconds, max(deadline - time.time(), 0.0))
+        time.sleep(seconds)
+
+    def _time_out(self, hook: BatchStreamingHook, name: str) -> None:
+        cancelled = self._cancel(hook, name, why="its timeout expired")
+        raise BatchJobTimeoutError(name, self.timeout or 0.0, cancelled)
+
+    def _cancel(self, hook: BatchStreamingHook, name: str, *, why: str) -> bool:
+        self.log.warning("Cancelling job %s: %s", name, why)
+        try:
+            hook.cancel_job(name, wait=False)
+        except Exception as error:
+            self.log.error("Could not cancel job %s: %s", name, error)
+            return False
+        return True
+
+    def _succeeded(self, summary: dict[str, Any]) -> dict[str, Any]:
+        timeline = summary.get("timeline") or {}
+        self.log.info(
+            "Job %s SUCCEEDED (queued %s s, scheduled %s s, running %s s)",
+            summary["name"],
+            timeline.get("queued_seconds"),
+            timeline.get("scheduled_seconds"),
+            timeline.get("running_seconds"),
+        )
+        return summary
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: map its one event to a result or to our error types."""
+        if not event or not isinstance(event, Mapping):
+            raise BatchStreamingError(
+                f"resumed without a trigger event (got {event!r}); the job's outcome is unknown"
+            )
+        event_status = event.get("status")
+        name = str(event.get("job_name") or "")
+        summary = event.get("job")
+        if event_status not in EVENT_STATUSES:
+            raise BatchStreamingError(f"unexpected trigger event for job {name}: {dict(event)!r}")
+        self._job_name = name
+        if event_status == "success":
+            if not isinstance(summary, dict):
+                summary = status.summarize(self.hook.get_job(name))
+            return self._succeeded(summary)
+        if event_status in ("failed", "cancelled", "deleted"):
+            job = failed_job(self.hook, event, log=self.log)
+            raise_for_job(self.hook, job, log=self.log, log_lines=self.failure_log_lines)
+        if event_status == "timeout":
+            state = str(event.get("state") or "")
+            cancelled = bool(
+                event.get("cancelled", state in (status.CANCELLATION_IN_PROGRESS, status.CANCELLED))
+            )
+            raise BatchJobTimeoutError(name, self.timeout or 0.0, cancelled)
+        raise BatchStreamingError(f"waiting for job {name} failed: {event.get('message') or 'no message'}")
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        from airflow.sdk.exceptions import TaskDeferralTimeout
+
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout as error:
+            # Airflow's backstop fired before the trigger's own deadline: still cancel the job.
+            value = context["ti"].xcom_pull(task_ids=self.task_id, key=BATCH_JOB_XCOM_KEY)
+            name = value.get("name") if isinstance(value, Mapping) else None
+            if not name:
+                raise
+            cancelled = self._cancel(self.hook, name, why="the deferral timed out")
+            raise BatchJobTimeoutError(name, self.timeout or 0.0, cancelled) from error
+
+    def on_kill(self) -> None:
+        """Cancel the job this task is waiting on (the trigger does it for deferred tasks)."""
+        if self._job_name and self.cancel_on_kill:
+            self._cancel(self.hook, self._job_name, why="the task was killed")
+
+
+def _mentions(problem: str, names: set[str]) -> bool:
+    return any(re.search(rf"\b{re.escape(name)}\b", problem) for name in names)
+
+
+def _streams(flag: Any) -> bool:
+    if isinstance(flag, str):
+        return flag.strip().lower() != "false"
+    return flag is None or bool(flag)
+
+
+def _vm_region(allowed: Any, region: str) -> str | None:
+    if isinstance(allowed, str):
+        return None  # the spec reports it
+    try:
+        rest = {"allocationPolicy": {"location": {"allowedLocations": list(allowed or [])}}}
+        return locations.vm_region(rest, region)
+    except (locations.LocationError, TypeError):
+        return None  # reported by the spec (bad or several regions)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
