@@ -15,7 +15,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-batch-streaming",
         "name": "Google Cloud Batch Image Streaming",
-        "description": "Run Google Cloud Batch container jobs with Image Streaming, checked before submission.",
+        "description": "Google Cloud Batch jobs with Image Streaming, checked before submission.",
         "versions": [__version__],
         "integrations": [
             {
