@@ -40,8 +40,7 @@ READ_XCOMS = textwrap.dedent(
                 XComModel.dag_id == sys.argv[1], XComModel.run_id == run.run_id, XComModel.key == "return_value"
             )
             for row in rows:
-                value = row.value
-                out["xcoms"][row.task_id] = json.loads(value) if isinstance(value, str) else value
+                out["xcoms"][row.task_id] = row.value
     print(json.dumps(out, default=str))
     """
 )

@@ -8,16 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_batch_streaming.registry import clear_cache
-from airflow_batch_streaming.testing.registry import LocalRegistry, RegistryUnavailable, StaticRegistry
+from airflow_batch_streaming.testing.registry import LocalRegistry, StaticRegistry
 
 
 def _start_registry(password: str | None = None) -> LocalRegistry:
-    try:
-        return LocalRegistry(password=password).start()
-    except RegistryUnavailable as exc:
-        if "not found" in str(exc):
-            pytest.skip(f"{exc} (run `make registry`)")
-        raise
+    # A missing docker-registry is a failure, not a skip: `make test` installs it.
+    return LocalRegistry(password=password).start()
 
 
 @pytest.fixture(scope="session")
