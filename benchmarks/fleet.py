@@ -155,14 +155,16 @@ def _make_trigger(side: str, name: str) -> Any:
     )
 
 
-async def _wait_one(trigger: Any) -> tuple[float, str]:
-    """Run a trigger until its first event, as the triggerer does; when and which status."""
+async def _wait_one(trigger: Any) -> tuple[float, str, str]:
+    """Run a trigger until its first event, as the triggerer does; when, which status, its message."""
     agen = trigger.run()
     try:
         event = await agen.__anext__()
     finally:
         await agen.aclose()
-    return time.time(), str(event.payload.get("status"))
+    status = str(event.payload.get("status"))
+    message = "" if status == "success" else str(event.payload.get("message"))[:300]
+    return time.time(), status, message
 
 
 async def _fleet(side: str, names: list[str], deadline: float) -> dict[str, Any]:
@@ -170,7 +172,7 @@ async def _fleet(side: str, names: list[str], deadline: float) -> dict[str, Any]
     done, pending = await asyncio.wait(tasks, timeout=max(deadline - time.time(), 1.0))
     for task in pending:
         task.cancel()
-    events: dict[str, tuple[float, str] | None] = {}
+    events: dict[str, tuple[float, str, str] | None] = {}
     errors: dict[str, str] = {}
     for task, name in tasks.items():
         if task in done and task.exception() is None:
@@ -459,11 +461,19 @@ def run_side(emu: Any, side: str, n: int, *, profile: Profile, seed: int, workdi
     finished = _finish_times(names)
 
     events: dict[str, list[Any] | None] = out["events"]
-    delays = [ev[0] - finished[name] for name, ev in events.items() if ev is not None and name in finished]
+    # Delays of the events that report the job's end; an error event is not one.
+    delays = [
+        ev[0] - finished[name]
+        for name, ev in events.items()
+        if ev is not None and ev[1] == "success" and name in finished
+    ]
     statuses: dict[str, int] = {}
+    messages: dict[str, int] = {}
     for ev in events.values():
         key = "missing" if ev is None else str(ev[1])
         statuses[key] = statuses.get(key, 0) + 1
+        if ev is not None and ev[2]:
+            messages[ev[2]] = messages.get(ev[2], 0) + 1
     last_event = max((ev[0] for ev in events.values() if ev is not None), default=out["ended"])
     wait_seconds = max(last_event - out["started"], 1e-9)
     reads_by_method = {
@@ -473,6 +483,7 @@ def run_side(emu: Any, side: str, n: int, *, profile: Profile, seed: int, workdi
     }
     reads = sum(reads_by_method.values())
     errors = [f"{name}: {err}" for name, err in list(out["errors"].items())[:5]]
+    errors += [f"{count} x {msg!r}" for msg, count in sorted(messages.items(), key=lambda kv: -kv[1])[:5]]
     return SideResult(
         side=side,
         jobs=n,
@@ -564,9 +575,9 @@ def render(results: dict[int, dict[str, SideResult]], profile: Profile, budget: 
             ("peak RSS of the process (MiB)", "{:.0f}", "peak_rss_mib", True),
             ("gRPC channels opened", "{:,}", "channels", True),
             ("connections the emulator saw", "{:,}", "connections", True),
-            ("finish-to-event delay, median (s)", "{:.2f}", "delay_median", True),
-            ("finish-to-event delay, p95 (s)", "{:.2f}", "delay_p95", True),
-            ("finish-to-event delay, max (s)", "{:.2f}", "delay_max", True),
+            ("finish-to-event delay (success events), median (s)", "{:.2f}", "delay_median", True),
+            ("finish-to-event delay (success events), p95 (s)", "{:.2f}", "delay_p95", True),
+            ("finish-to-event delay (success events), max (s)", "{:.2f}", "delay_max", True),
             ("emulator CPU seconds serving the waits", "{:.1f}", "emulator_cpu_seconds", True),
             ("wall time from the first wait to the last event (s)", "{:.0f}", "wait_seconds", True),
         ]
@@ -583,7 +594,7 @@ def render(results: dict[int, dict[str, SideResult]], profile: Profile, budget: 
             if side.quota_errors:
                 detail += f"; RESOURCE_EXHAUSTED answers: {side.quota_errors:,}"
             if side.errors:
-                detail += f"; errors: {side.errors}"
+                detail += f"; non-success events (count x message): {side.errors}"
             if side.watchers:
                 detail += f"; watcher stats {side.watchers}; read budget {side.budget}"
             if side.log_bytes:

@@ -21,7 +21,8 @@ IMAGE = os.environ.get("BATCH_STREAMING_EXAMPLE_IMAGE", f"{REGION}-docker.pkg.de
 COMMAND = [
     "/bin/sh",
     "-c",
-    'echo "hello from task ${BATCH_TASK_INDEX} of ${BATCH_TASK_COUNT}"; sleep 2; echo "streamed image: $IMAGE_URI"',
+    'echo "hello from task ${BATCH_TASK_INDEX} of ${BATCH_TASK_COUNT}"; sleep 2; '
+    'echo "streamed image: $IMAGE_URI"',
 ]
 
 DOC = """

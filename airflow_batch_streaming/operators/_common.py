@@ -131,6 +131,16 @@ def check_states(target_states: Any, failure_states: Any) -> list[str]:
 # --------------------------------------------------------------------------- API calls
 
 
+def is_not_found(error: BaseException) -> bool:
+    """NOT_FOUND from the API: the job does not exist (any more), i.e. it was deleted."""
+    return any(cls.__name__ == "NotFound" for cls in type(error).__mro__)
+
+
+def deleted_job(name: str) -> dict[str, Any]:
+    """A job that no longer exists, as `raise_for_job` takes it (it raises `BatchJobCancelledError`)."""
+    return {"name": name, "status": {"state": status.DELETION_IN_PROGRESS}}
+
+
 def is_transient(error: BaseException) -> bool:
     """Errors worth retrying: throttling, unavailability, timeouts, dropped connections."""
     if isinstance(error, ConnectionError | TimeoutError):
@@ -209,7 +219,9 @@ def failed_job(hook: BatchStreamingHook, event: Mapping[str, Any], *, log: loggi
     raw = event.get("job")
     summary: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     state = str(event.get("state") or summary.get("state") or "")
-    if event.get("status") != "deleted":
+    if event.get("status") == "deleted":
+        state = status.DELETION_IN_PROGRESS  # gone (or going), whatever state it was last seen in
+    else:
         try:
             job = status.as_rest(hook.get_job(name))
         except Exception as error:

@@ -33,8 +33,10 @@ from airflow_batch_streaming.operators._common import (
     as_seconds,
     call_with_retries,
     coerce_rendered,
+    deleted_job,
     failed_job,
     is_dynamic,
+    is_not_found,
     is_transient,
     raise_for_job,
 )
@@ -499,6 +501,8 @@ class BatchStreamingJobOperator(BaseOperator):
             try:
                 job = hook.get_job(name)
             except Exception as error:
+                if is_not_found(error):  # deleted while we waited: fail now, as the trigger does
+                    raise_for_job(hook, deleted_job(name), log=self.log, log_lines=self.failure_log_lines)
                 errors += 1
                 if not is_transient(error) or errors > MAX_TRANSIENT_ERRORS:
                     raise

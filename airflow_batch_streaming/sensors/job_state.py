@@ -17,7 +17,9 @@ from airflow_batch_streaming.links import BatchJobConsoleLink, BatchJobLogsLink,
 from airflow_batch_streaming.operators._common import (
     EVENT_STATUSES,
     check_states,
+    deleted_job,
     failed_job,
+    is_not_found,
     is_transient,
     raise_for_job,
 )
@@ -108,6 +110,9 @@ class BatchJobStateSensor(BaseSensorOperator):
         try:
             job = self.hook.get_job(self.job_name)
         except Exception as error:
+            if is_not_found(error) and status.DELETION_IN_PROGRESS in self.failure_states:
+                job = deleted_job(self.job_name)  # deleted since the last poke
+                raise_for_job(self.hook, job, log=self.log, log_lines=self.failure_log_lines)
             if not is_transient(error):
                 raise
             self.log.warning("Reading job %s failed (%s); will poke again", self.job_name, error)

@@ -355,7 +355,7 @@ class JobWatcher:
             if not done and not waiter.observed.done():
                 # The deadline passed before we saw the job even once: look first.
                 either: set[asyncio.Future[Any]] = {waiter.future, waiter.observed}
-                await asyncio.wait(either, timeout=self.first_poll_grace)
+                await asyncio.wait(either, timeout=self.first_poll_grace, return_when=asyncio.FIRST_COMPLETED)
             if waiter.future.done():
                 return waiter.future.result()
             return WatchResult(

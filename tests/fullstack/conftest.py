@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,11 +24,13 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         yield running
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the tail of every component's log to a failing full-stack test's report."""
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
+    report = yield
     running = getattr(item, "funcargs", {}).get("stack")
     if report.failed and isinstance(running, Stack):
         report.sections.append((f"airflow processes ({running.executor})", running.diagnostics()))
+    return report

@@ -47,7 +47,7 @@ PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 USERNAME = "admin"
 #: A job stays QUEUED this long in the emulator, so the sensor that starts after `submit`
-#: finds it still unfinished and has to defer (it starts ~15 s later on a 2-core machine).
+#: finds it unfinished and has to defer (it pokes 3-15 s after the submit on a 2-core machine).
 EMULATOR_QUEUE_SECONDS = 30
 STARTUP_TIMEOUT = 240.0
 LOG_TAIL_LINES = 80
@@ -146,13 +146,16 @@ class Component:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the process group, then SIGKILL it if it has not exited within `timeout`."""
+    def terminate(self) -> None:
+        """Ask the process group to stop (SIGTERM)."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=timeout)
+
+    def finish(self, timeout: float) -> None:
+        """Wait up to `timeout` for the leader, then SIGKILL whatever is left of the group."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=timeout)
         # Children (task supervisors, celery pool workers) may outlive the leader.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -203,16 +206,13 @@ class Stack:
         self.components.append(component)
         return component
 
-    def stop(self) -> None:
-        """Stop every component, the ones that run tasks first."""
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop every component: SIGTERM all (task runners first), SIGKILL what is left after `timeout`."""
         for component in reversed(self.components):
-            component.stop()
-
-    def component_log(self, name: str) -> str:
-        for component in self.components:
-            if component.name == name:
-                return component.log.read_text(errors="replace")
-        raise KeyError(name)
+            component.terminate()
+        deadline = time.monotonic() + timeout
+        for component in reversed(self.components):
+            component.finish(max(deadline - time.monotonic(), 0.0))
 
     def diagnostics(self, lines: int = LOG_TAIL_LINES) -> str:
         """The tail of every component's log, for a failure report."""
@@ -222,6 +222,7 @@ class Stack:
             parts.append(
                 f"----- {c.name} ({status}), last {lines} lines of {c.log} -----\n{_tail(c.log, lines)}"
             )
+        parts.append("(set BATCH_STREAMING_KEEP_FULLSTACK_HOME=1 to keep these files after the run)")
         return "\n".join(parts)
 
     # ---- REST API
@@ -400,7 +401,9 @@ def _airflow_env(executor: str, home: Path, database: str, port: int) -> dict[st
         env.update(
             {
                 "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
-                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}",
+                "AIRFLOW__CELERY__RESULT_BACKEND": (
+                    f"db+postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+                ),
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
                 # A broker queue of this run's own: no other run's leftover message is picked up.
                 "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"abs-{database}",
@@ -463,7 +466,8 @@ def run_stack(executor: str) -> Iterator[Stack]:
             )
             stack = Stack(executor, home, env, f"http://127.0.0.1:{port}", images)
             migrated = stack.airflow("db", "migrate")
-            assert migrated.returncode == 0, f"airflow db migrate failed:\n{migrated.stderr[-5000:]}"
+            output = migrated.stdout[-3000:] + migrated.stderr[-3000:]
+            assert migrated.returncode == 0, f"airflow db migrate failed:\n{output}"
             try:
                 try:
                     _start_airflow(stack, port)
