@@ -26,6 +26,7 @@ imported inside methods. Note that `GoogleBaseHook`'s own module imports
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
 import threading
 import time
@@ -86,6 +87,20 @@ def backoff_delay(attempt: int, *, initial: float, maximum: float, multiplier: f
     """Exponential backoff with ±20% jitter (so a fleet of waiters does not retry in step)."""
     delay = min(maximum, initial * multiplier**attempt)
     return delay * random.uniform(0.8, 1.2)
+
+
+_CLIENT_MODULES = {
+    "batch": (
+        "google.cloud.batch_v1",
+        "google.cloud.batch_v1.services.batch_service.transports",
+        "grpc.aio",
+    ),
+}
+
+
+def _preload(kind: str) -> None:
+    for module in _CLIENT_MODULES.get(kind, ()):
+        importlib.import_module(module)
 
 
 class BatchStreamingHook(GoogleBaseHook):
@@ -169,6 +184,8 @@ class BatchStreamingHook(GoogleBaseHook):
         if cached is not None and cached[0] is loop:
             return cached[1]
         credentials = None if self.emulator else await asyncio.to_thread(self._client_credentials)
+        # Importing the client library takes seconds the first time: never on the triggerer's loop.
+        await asyncio.to_thread(_preload, kind)
         cached = self._async_clients.get(key)
         if cached is not None and cached[0] is loop:
             return cached[1]
