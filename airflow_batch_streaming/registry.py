@@ -741,7 +741,12 @@ class RegistryClient:
             )
         if resp.status != 200:
             code = UNREACHABLE if resp.status >= 500 or resp.status == 429 else AUTH_FAILED
-            raise self._error(code, f"the token service {_safe_url(realm)} answered HTTP {resp.status}")
+            hint = "the registry may be down or overloaded; retry later" if code == UNREACHABLE else ""
+            raise self._error(
+                code,
+                f"the token service {_safe_url(realm)} answered HTTP {resp.status}",
+                hint or self._auth_hint(endpoint),
+            )
         try:
             data = json.loads(resp.body)
         except ValueError:
@@ -750,7 +755,11 @@ class RegistryClient:
         if isinstance(data, dict):
             token = data.get("token") or data.get("access_token")
         if not isinstance(token, str) or not token:
-            raise self._error(AUTH_FAILED, f"the token service {_safe_url(realm)} returned no token")
+            raise self._error(
+                AUTH_FAILED,
+                f"the token service {_safe_url(realm)} returned no token",
+                "check that the registry URL points at the image's registry; retry later if it is overloaded",
+            )
         self._secrets.add(token)
         expires_in = data.get("expires_in") if isinstance(data, dict) else None
         ttl = expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) else 60

@@ -105,16 +105,24 @@ def _emit(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _count_channels() -> dict[str, int]:
-    """Count every grpc.aio channel the process opens from now on."""
+def _count_channels(shared_connections: bool) -> dict[str, int]:
+    """Count every grpc.aio channel the process opens from now on.
+
+    Unless `shared_connections`, each channel also gets its own subchannel pool, hence its
+    own TCP connection, as a client with its own TLS credentials has against Google
+    (insecure channels with the same arguments would otherwise share one connection).
+    """
     import grpc.aio
 
     counts = {"insecure": 0, "secure": 0}
 
     def wrap(kind: str, make: Any) -> Any:
-        def channel(*args: Any, **kwargs: Any) -> Any:
+        def channel(target: str, *args: Any, **kwargs: Any) -> Any:
             counts[kind] += 1
-            return make(*args, **kwargs)
+            if not shared_connections:
+                options = list(kwargs.get("options") or [])
+                kwargs["options"] = [*options, ("grpc.use_local_subchannel_pool", 1)]
+            return make(target, *args, **kwargs)
 
         return channel
 
@@ -194,7 +202,7 @@ async def _fleet(side: str, names: list[str], deadline: float) -> dict[str, Any]
     return {"events": events, "errors": errors, "watchers": watcher_stats, "budget": budget}
 
 
-def child(side: str) -> int:
+def child(side: str, *, shared_connections: bool = False) -> int:
     """`fleet.py --child SIDE`: imports, says ready, waits for the job list on stdin, runs the fleet."""
     # The same imports on both sides, so the baseline is the same and the figures after it
     # are what each design costs.
@@ -209,7 +217,7 @@ def child(side: str) -> int:
 
     if side == "provider":
         _patch_provider_hook()
-    channels = _count_channels()
+    channels = _count_channels(shared_connections)
     ready = _rusage()
     _emit({"ready": ready})
     line = sys.stdin.readline().strip()
@@ -392,7 +400,9 @@ def _sampler(emu: Any, series: list[tuple[float, int]]) -> Iterator[None]:
         thread.join(timeout=30)
 
 
-def run_side(emu: Any, side: str, n: int, *, profile: Profile, seed: int, workdir: Path) -> SideResult:
+def run_side(
+    emu: Any, side: str, n: int, *, profile: Profile, seed: int, workdir: Path, shared_connections: bool
+) -> SideResult:
     emu.reset()
     if side == "provider":
         emu.quota(reads_per_minute=None)  # measure its demand; real Batch would throttle it
@@ -409,7 +419,8 @@ def run_side(emu: Any, side: str, n: int, *, profile: Profile, seed: int, workdi
     env.pop("BATCH_STREAMING_READ_BUDGET", None)
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--child", side],
+            [sys.executable, str(Path(__file__).resolve()), "--child", side]
+            + (["--shared-connections"] if shared_connections else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log_file,
@@ -637,10 +648,16 @@ def main() -> int:
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument(
+        "--shared-connections",
+        action="store_true",
+        help="let gRPC share one TCP connection between the provider's identical insecure channels "
+        "(default: one connection per channel, as with TLS credentials against Google)",
+    )
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child)
+        return child(args.child, shared_connections=args.shared_connections)
 
     profile = QUICK if args.quick else FULL
     sizes = args.jobs or ([200] if args.quick else [1000, 5000])
@@ -657,7 +674,15 @@ def main() -> int:
         os.environ[EMULATOR_HOST_ENV] = emu.target
         for n in sizes:
             for side in args.sides:
-                res = run_side(emu, side, n, profile=profile, seed=args.seed, workdir=Path(tmp))
+                res = run_side(
+                    emu,
+                    side,
+                    n,
+                    profile=profile,
+                    seed=args.seed,
+                    workdir=Path(tmp),
+                    shared_connections=args.shared_connections,
+                )
                 results.setdefault(n, {})[side] = res
                 summary = {k: v for k, v in asdict(res).items() if k not in ("reads_series", "watchers")}
                 print(json.dumps(summary), file=sys.stderr, flush=True)
@@ -670,6 +695,8 @@ def main() -> int:
         command += " --jobs " + " ".join(map(str, sizes))
     if list(args.sides) != list(SIDES):
         command += " --sides " + " ".join(args.sides)
+    if args.shared_connections:
+        command += " --shared-connections"
     if not (args.no_write or args.quick):  # a quick run is a smoke test: printed only
         write_section("fleet", body, command)
     print(body)
