@@ -276,9 +276,24 @@ class AdminError(RuntimeError):
 
 
 class AdminClient:
-    """Helpers over the admin API, shared by `Emulator` and `EmulatorProcess`."""
+    """Addresses and admin-API helpers, shared by `Emulator` and `EmulatorProcess`."""
 
-    admin_url: str
+    host: str
+    port: int
+    admin_port: int
+
+    @property
+    def target(self) -> str:
+        """`host:port` of the gRPC services, the value of BATCH_STREAMING_EMULATOR_HOST."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{self.admin_port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment that points the package's clients at this emulator."""
+        return {"BATCH_STREAMING_EMULATOR_HOST": self.target}
 
     def _admin(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

@@ -12,7 +12,6 @@ from types import TracebackType
 from typing import IO
 
 from airflow_batch_streaming.emulator.admin import AdminClient
-from airflow_batch_streaming.emulator.server import EMULATOR_HOST_ENV
 
 
 class EmulatorProcess(AdminClient):
@@ -46,17 +45,6 @@ class EmulatorProcess(AdminClient):
         self.stderr = stderr
         self.proc: subprocess.Popen[str] | None = None
         self._drain: threading.Thread | None = None
-
-    @property
-    def target(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def admin_url(self) -> str:  # type: ignore[override]
-        return f"http://{self.host}:{self.admin_port}"
-
-    def env(self) -> dict[str, str]:
-        return {EMULATOR_HOST_ENV: self.target}
 
     def start(self) -> EmulatorProcess:
         proc = subprocess.Popen(

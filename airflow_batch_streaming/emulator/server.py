@@ -209,17 +209,6 @@ class Emulator(AdminClient):
         self._admin_server: AdminServer | None = None
         self._stopped = threading.Event()
 
-    @property
-    def target(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def admin_url(self) -> str:  # type: ignore[override]
-        return f"http://{self.host}:{self.admin_port}"
-
-    def env(self) -> dict[str, str]:
-        return {EMULATOR_HOST_ENV: self.target}
-
     def start(self) -> Emulator:
         state = self.state
         server = grpc.server(
