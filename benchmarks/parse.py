@@ -40,7 +40,7 @@ print(json.dumps({{"seconds": t1 - t0, "dags": len(bag.dags)}}))
 
 
 def median_of(snippet: str, runs: int, env: dict[str, str]) -> tuple[float, dict[str, object]]:
-    samples = [json.loads(run_py(snippet, env)) for _ in range(runs)]
+    samples = [json.loads(run_py(snippet, env).strip().splitlines()[-1]) for _ in range(runs)]
     return statistics.median(s["seconds"] for s in samples), samples[-1]
 
 
