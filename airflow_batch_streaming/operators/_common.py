@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +33,8 @@ EVENT_STATUSES = ("success", "failed", "cancelled", "deleted", "timeout", "error
 
 #: Consecutive transient API errors a waiter tolerates before it gives up.
 MAX_TRANSIENT_ERRORS = 8
+#: Longest `timeout` / `poll_interval` accepted: far beyond any job, and a deadline still a date.
+MAX_DURATION_SECONDS = 100 * 365 * 24 * 3600
 
 _TRANSIENT_NAMES = frozenset(
     {
@@ -90,18 +93,37 @@ def coerce_rendered(value: Any) -> Any:
 
 
 def as_seconds(value: float | timedelta | None, name: str) -> float | None:
-    """A duration argument (seconds or timedelta) as seconds; None stays None."""
+    """A duration argument (seconds or timedelta) as seconds; None stays None.
+
+    Bounded (finite, at most `MAX_DURATION_SECONDS`) so that a deadline made from it is a
+    date, a `timedelta` and a JSON number: NaN, infinity or 10**300 would otherwise only
+    fail when the task defers or sleeps.
+    """
     if value is None:
         return None
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         raise ValueError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
+    if math.isnan(seconds):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
     if seconds < 0:
         raise ValueError(f"{name} must not be negative, got {value!r}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"{name} must be at most {MAX_DURATION_SECONDS} seconds (100 years), got {value!r}")
     return seconds
+
+
+def check_log_lines(value: Any) -> list[str]:
+    """Problems with `failure_log_lines` (how many output lines a failure message shows)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return []
+    return [f"failure_log_lines must be a non-negative integer, got {value!r}"]
 
 
 def check_states(target_states: Any, failure_states: Any) -> list[str]:

@@ -32,6 +32,7 @@ from airflow_batch_streaming.operators._common import (
     MAX_TRANSIENT_ERRORS,
     as_seconds,
     call_with_retries,
+    check_log_lines,
     coerce_rendered,
     deleted_job,
     failed_job,
@@ -242,6 +243,8 @@ class BatchStreamingJobOperator(BaseOperator):
         self.timeout = as_seconds(timeout, "timeout")
         self.cancel_on_kill = cancel_on_kill
         self.reattach = reattach
+        if check_log_lines(failure_log_lines):
+            raise ValueError(f"task {self.task_id!r}: {check_log_lines(failure_log_lines)[0]}")
         self.failure_log_lines = failure_log_lines
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain

@@ -16,6 +16,7 @@ from airflow_batch_streaming.exceptions import BatchStreamingError
 from airflow_batch_streaming.links import BatchJobConsoleLink, BatchJobLogsLink, persist_job_links
 from airflow_batch_streaming.operators._common import (
     EVENT_STATUSES,
+    check_log_lines,
     check_states,
     deleted_job,
     failed_job,
@@ -86,7 +87,7 @@ class BatchJobStateSensor(BaseSensorOperator):
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
         self._links_pushed = False
-        problems = check_states(target_states, failure_states)
+        problems = check_states(target_states, failure_states) + check_log_lines(failure_log_lines)
         if problems:
             raise ValueError(f"task {self.task_id!r}: " + "; ".join(problems))
 
@@ -111,8 +112,10 @@ class BatchJobStateSensor(BaseSensorOperator):
             job = self.hook.get_job(self.job_name)
         except Exception as error:
             if is_not_found(error) and status.DELETION_IN_PROGRESS in self.failure_states:
-                job = deleted_job(self.job_name)  # deleted since the last poke
-                raise_for_job(self.hook, job, log=self.log, log_lines=self.failure_log_lines)
+                # Deleted since the last poke: fail as for DELETION_IN_PROGRESS.
+                raise_for_job(
+                    self.hook, deleted_job(self.job_name), log=self.log, log_lines=self.failure_log_lines
+                )
             if not is_transient(error):
                 raise
             self.log.warning("Reading job %s failed (%s); will poke again", self.job_name, error)
