@@ -88,8 +88,14 @@ def main() -> int:
             images = push_demo_images(registry.url, project=PROJECT, location=REGION)
             print(f"pushed {images['good']}\npushed {images['broken']} (duplicate and empty layers)")
 
+            # The user's shell, minus any Airflow or Google settings that would steer the demo away.
+            inherited = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("AIRFLOW", "BATCH_STREAMING_", "GOOGLE_"))
+            }
             env = {
-                **os.environ,
+                **inherited,
                 **emulator.env(),
                 "BATCH_STREAMING_REGISTRY_URL": registry.url,
                 "BATCH_STREAMING_EXAMPLE_PROJECT": PROJECT,
@@ -119,7 +125,8 @@ def main() -> int:
             banner(f"airflow dags test {DAG_ID} (temporary AIRFLOW_HOME {home})")
             run([str(VENV_BIN / "airflow"), "db", "migrate"], env, quiet=True)
             test = run([str(VENV_BIN / "airflow"), "dags", "test", DAG_ID], env, check=False, quiet=True)
-            result = json.loads(run([sys.executable, "-c", READ_XCOMS, DAG_ID], env, quiet=True).stdout)
+            read = run([sys.executable, "-c", READ_XCOMS, DAG_ID], env, quiet=True).stdout
+            result = json.loads(read.strip().splitlines()[-1])  # log lines may come first
             print(f"DAG run state: {result['state']}")
             xcoms = result["xcoms"]
             if test.returncode != 0 or result["state"] != "success":
