@@ -127,8 +127,8 @@ def _count_channels(shared_connections: bool) -> dict[str, int]:
 
         return channel
 
-    grpc.aio.insecure_channel = wrap("insecure", grpc.aio.insecure_channel)  # type: ignore[assignment]
-    grpc.aio.secure_channel = wrap("secure", grpc.aio.secure_channel)  # type: ignore[assignment]
+    grpc.aio.insecure_channel = wrap("insecure", grpc.aio.insecure_channel)
+    grpc.aio.secure_channel = wrap("secure", grpc.aio.secure_channel)
     return counts
 
 
