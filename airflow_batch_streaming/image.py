@@ -12,6 +12,7 @@ from dataclasses import dataclass
 __all__ = [
     "AR_HOST_RE",
     "DOCKER_HUB_HOST",
+    "GCR_REPOSITORY_LOCATIONS",
     "ImageReference",
     "ImageReferenceError",
     "parse_image_uri",
@@ -21,6 +22,10 @@ DOCKER_HUB_HOST = "docker.io"
 _DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _AR_SUFFIX = "-docker.pkg.dev"
 AR_HOST_RE = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]-docker\.pkg\.dev$")
+# Container Registry was shut down in 2025; its host names are now served by Artifact Registry
+# "gcr.io repositories", each named after its host, in these multi-regions. Source:
+# https://cloud.google.com/artifact-registry/docs/transition/gcr-repositories ("gcr.io domain support").
+GCR_REPOSITORY_LOCATIONS = {"gcr.io": "us", "us.gcr.io": "us", "eu.gcr.io": "europe", "asia.gcr.io": "asia"}
 
 # OCI distribution-spec: a repository name is path components of this shape.
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
@@ -70,12 +75,28 @@ class ImageReference:
 
     @property
     def is_artifact_registry(self) -> bool:
-        return AR_HOST_RE.match(self.host) is not None
+        """A ``*-docker.pkg.dev`` host, or a gcr.io host (an Artifact Registry gcr.io repository)."""
+        return AR_HOST_RE.match(self.host) is not None or self.is_gcr_repository
+
+    @property
+    def is_gcr_repository(self) -> bool:
+        """``gcr.io``, ``us.gcr.io``, ``eu.gcr.io``, ``asia.gcr.io``: Artifact Registry gcr.io repositories."""
+        return self.host in GCR_REPOSITORY_LOCATIONS
 
     @property
     def is_container_registry(self) -> bool:
-        """Container Registry (``gcr.io``, ``*.gcr.io``): Google-hosted but never streamed."""
+        """Any ``gcr.io`` host, including ones that are not gcr.io repositories (``mirror.gcr.io``)."""
         return self.host == "gcr.io" or self.host.endswith(".gcr.io")
+
+    @property
+    def pkg_dev_uri(self) -> str | None:
+        """For a gcr.io repository, the same image under Artifact Registry's own host name."""
+        parts = self._ar_parts()
+        if not self.is_gcr_repository or parts is None:
+            return None
+        project = parts[0].replace(":", "/")
+        text = f"{self.ar_location}-docker.pkg.dev/{project}/{self.host}/{parts[2]}"
+        return text + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
     @property
     def is_docker_hub(self) -> bool:
@@ -84,6 +105,8 @@ class ImageReference:
     @property
     def ar_location(self) -> str | None:
         """The repository's region or multi-region (``us-central1``, ``us``)."""
+        if self.is_gcr_repository:
+            return GCR_REPOSITORY_LOCATIONS[self.host]
         return self.host[: -len(_AR_SUFFIX)] if self.is_artifact_registry else None
 
     @property
@@ -104,6 +127,12 @@ class ImageReference:
         return parts[2] if parts else self.repository
 
     def _ar_parts(self) -> tuple[str, str, str] | None:
+        if self.is_gcr_repository:  # PROJECT/IMAGE: the repository is named after the host
+            segments = self.repository.split("/")
+            n = 2 if "." in segments[0] else 1  # a domain-scoped project takes two segments
+            if len(segments) <= n:
+                return None
+            return ":".join(segments[:n]), self.host, "/".join(segments[n:])
         if not self.is_artifact_registry:
             return None
         return _split_ar_path(self.repository)
@@ -150,9 +179,12 @@ def parse_image_uri(uri: object) -> ImageReference:
             f"an image URI must be a string, not {type(uri).__name__}",
             f"pass e.g. 'us-central1-docker.pkg.dev/my-project/my-repo/my-image:tag' ({_AR_FORMAT})",
         )
-    text = uri.strip()
-    if not text:
+    text = uri
+    if not text.strip():
         raise ImageReferenceError("the image URI is empty", f"give an image as {_AR_FORMAT}")
+    if text != text.strip():
+        # Refused, not stripped: Batch would be sent the padded string as it is.
+        raise _fail(uri, "it has leading or trailing whitespace", f"remove it: {_shorten(text.strip())!r}")
     if any(ch.isspace() for ch in text):
         raise _fail(uri, "it contains whitespace", "remove the spaces; an image URI is a single word")
     if not text.isascii() or not text.isprintable():
@@ -186,6 +218,12 @@ def parse_image_uri(uri: object) -> ImageReference:
 
     if not name:
         raise _fail(uri, "the image name is missing", f"give an image as {_AR_FORMAT}")
+    if _is_google_host(name.lower()):  # a bare host, read by Docker as a Docker Hub name
+        raise _fail(
+            uri,
+            f"{name} is a registry host with no repository path",
+            f"add the path: {_AR_FORMAT}",
+        )
     host, path = _split_host(name)
     if host is not None:
         if not _HOST_RE.match(host):
@@ -199,6 +237,8 @@ def parse_image_uri(uri: object) -> ImageReference:
                 "'.' or a ':port' (gcr.io, localhost:5000)",
             )
         host = host.lower()
+        if host.endswith(":443") and _is_google_host(host[:-4]):
+            host = host[:-4]  # the https default port: the same registry, one spelling
         if host in _DOCKER_HUB_ALIASES:
             host = DOCKER_HUB_HOST
     else:
@@ -215,13 +255,24 @@ def parse_image_uri(uri: object) -> ImageReference:
         )
 
     ref = ImageReference(host=host, repository=path, tag=tag, digest=digest)
+    if ref.is_gcr_repository and ref._ar_parts() is None:
+        raise _fail(
+            uri,
+            f"a {host} image needs a project and an image name",
+            f"use {host}/PROJECT/IMAGE[:TAG|@sha256:DIGEST]",
+        )
     if ref.is_artifact_registry and ref._ar_parts() is None:
         raise _fail(
             uri,
-            "an Artifact Registry image needs a project, a repository and an image name",
+            "an Artifact Registry image needs a project, a repository and an image name "
+            f"(got only {path!r} after the host)",
             f"use {_AR_FORMAT} (domain-scoped projects: LOCATION-docker.pkg.dev/DOMAIN/PROJECT/REPO/IMAGE)",
         )
     return ref
+
+
+def _is_google_host(host: str) -> bool:
+    return AR_HOST_RE.match(host) is not None or host in GCR_REPOSITORY_LOCATIONS
 
 
 def _split_host(name: str) -> tuple[str | None, str]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 MULTI_REGIONS_ENV: Final = "BATCH_STREAMING_MULTI_REGIONS"
@@ -33,10 +33,14 @@ MULTI_REGIONS_ENV: Final = "BATCH_STREAMING_MULTI_REGIONS"
 AMD64: Final = "linux/amd64"
 ARM64: Final = "linux/arm64"
 
-# Region names: `continent-direction` + number, e.g. us-central1, europe-west10,
-# northamerica-northeast1, me-central2. Zones add `-letter`.
-_REGION_RE: Final = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
-_ZONE_RE: Final = re.compile(r"^(?P<region>[a-z]+-[a-z]+[0-9]+)-[a-z]$")
+# The one definition of region and zone names used everywhere (spec, preflight, operators).
+# Regions: words joined by dashes ending in a number, e.g. us-central1, europe-west10,
+# northamerica-northeast1, u-france-east1 (sovereign clouds). Zones add `-` and a suffix that
+# starts with a letter: us-central1-a, and longer ones such as AI zones (us-central1-ai1a).
+# A well-formed name that Google does not (yet) have is not refused here: the API judges it.
+_REGION: Final = r"[a-z]+(?:-[a-z]+)+[0-9]+"
+REGION_RE: Final = re.compile(rf"^{_REGION}$")
+ZONE_RE: Final = re.compile(rf"^(?P<region>{_REGION})-[a-z][a-z0-9]*$")
 
 MULTI_REGIONS: Final[Mapping[str, frozenset[str]]] = {
     "us": frozenset(
@@ -86,9 +90,20 @@ MULTI_REGIONS: Final[Mapping[str, frozenset[str]]] = {
 # by adding them: they are outside the `europe` multi-region unless overridden.
 EUROPE_OUTSIDE_EU: Final = frozenset({"europe-west2", "europe-west6"})  # London, Zurich
 
-# Machine families whose CPUs are Arm: Tau T2A (Ampere Altra), C4A and N4A (Google
-# Axion), A4X (NVIDIA Grace).
+# Machine families by CPU architecture, from Compute Engine's machine families guide
+# (https://cloud.google.com/compute/docs/machine-resource) and its Arm page
+# (https://cloud.google.com/compute/docs/instances/arm-on-compute). Arm: Tau T2A (Ampere
+# Altra), C4A and N4A (Google Axion), A4X (NVIDIA Grace). A family in neither table is
+# assumed x86 and every platform finding about it is a warning (the table may lag).
 ARM_MACHINE_FAMILIES: Final = frozenset({"t2a", "c4a", "n4a", "a4x"})
+X86_MACHINE_FAMILIES: Final = frozenset(
+    {
+        *("e2", "n1", "n2", "n2d", "n4", "n4d", "t2d", "f1", "g1", "custom"),  # general purpose
+        *("c2", "c2d", "c3", "c3d", "c4", "c4d", "h3", "h4d"),  # compute optimized
+        *("m1", "m2", "m3", "m4", "x4", "z3"),  # memory and storage optimized
+        *("a2", "a3", "a4", "g2", "g4"),  # accelerator optimized (x86 hosts)
+    }
+)
 
 
 class LocationError(ValueError):
@@ -120,31 +135,64 @@ class MultipleRegionsError(LocationError):
         return (type(self), (self.regions, self.message, self.hint))
 
 
-def region_of(location: str) -> str:
-    """The region of `regions/R`, `zones/R-x`, `R-x`, `R` (also `projects/P/locations/R`)."""
+def normalize_location(location: str) -> str:
+    """`regions/R` or `zones/Z` for `R`, `Z`, `regions/R`, `zones/Z` (any case, padded or not).
+
+    What `allowedLocations` takes. Raises `LocationError` for anything else.
+    """
     if not isinstance(location, str):
         raise LocationError(
             f"a location must be a string, not {type(location).__name__}",
             "Give a region such as us-central1 or a zone such as us-central1-a.",
         )
     text = location.strip().lower()
-    match = re.fullmatch(r"projects/[^/]+/locations/(?P<loc>[^/]+)", text)
-    if match:
-        text = match["loc"]
-    elif text.startswith("regions/"):
-        text = text.removeprefix("regions/")
-        if not _REGION_RE.match(text):
-            raise _bad_location(location)
-    elif text.startswith("zones/"):
-        text = text.removeprefix("zones/")
-        if not _ZONE_RE.match(text):
-            raise _bad_location(location)
-    if _REGION_RE.match(text):
-        return text
-    zone = _ZONE_RE.match(text)
-    if zone:
-        return zone["region"]
+    kind, _, name = text.rpartition("/")
+    if kind in ("", "regions") and REGION_RE.match(name):
+        return f"regions/{name}"
+    if kind in ("", "zones") and ZONE_RE.match(name):
+        return f"zones/{name}"
     raise _bad_location(location)
+
+
+def region_of(location: str) -> str:
+    """The region of `regions/R`, `zones/R-x`, `R-x`, `R` (also `projects/P/locations/R`)."""
+    if isinstance(location, str):
+        match = re.fullmatch(r"projects/[^/]+/locations/(?P<loc>[^/]+)", location.strip().lower())
+        if match:
+            location = match["loc"]
+    kind, _, name = normalize_location(location).partition("/")
+    zone = ZONE_RE.match(name) if kind == "zones" else None
+    return zone["region"] if zone else name
+
+
+def allowed_locations_outside(allowed: Iterable[str], job_region: str) -> list[str]:
+    """The entries of `allowedLocations` outside the job's region (malformed ones are skipped).
+
+    Batch refuses them: "from 2026-07-31 (2027-06-30 for some projects) the regions or zones
+    must be in the job's region" (batch.v1 `LocationPolicy.allowedLocations`, see
+    real-api-facts.md). Raises `LocationError` if `job_region` is not a region or zone.
+    """
+    region = region_of(job_region)
+    outside = []
+    for item in allowed:
+        try:
+            if region_of(item) != region:
+                outside.append(item)
+        except LocationError:
+            continue
+    return outside
+
+
+def outside_job_region_problem(outside: Sequence[str], job_region: str) -> tuple[str, str]:
+    """Message and hint for `allowed_locations_outside`, the same wherever the rule runs."""
+    region = region_of(job_region)
+    listed = ", ".join(repr(item) for item in outside)
+    return (
+        f"allowedLocations {listed} {'is' if len(outside) == 1 else 'are'} outside the job's region "
+        f"{region}: the Batch API refuses allowed locations outside the job's region (since 2026-07-31)",
+        f"Create the job in the region of those locations, or list only {region} or its zones "
+        f"(e.g. 'zones/{region}-a').",
+    )
 
 
 def _bad_location(location: str) -> LocationError:
@@ -270,10 +318,47 @@ def machine_type_of(rest_job: Mapping[str, Any]) -> str | None:
     return machine_type if isinstance(machine_type, str) and machine_type else None
 
 
+def machine_family(machine_type: str) -> str:
+    return machine_type.strip().rsplit("/", 1)[-1].lower().split("-", 1)[0]
+
+
 def platform_for_machine_type(machine_type: str | None) -> str:
     """`linux/arm64` for Arm machine families (t2a, c4a, n4a, a4x), else `linux/amd64`."""
     if not machine_type:
         return AMD64
-    name = machine_type.strip().rsplit("/", 1)[-1].lower()
-    family = name.split("-", 1)[0]
-    return ARM64 if family in ARM_MACHINE_FAMILIES else AMD64
+    return ARM64 if machine_family(machine_type) in ARM_MACHINE_FAMILIES else AMD64
+
+
+def vm_platform(rest_job: Mapping[str, Any]) -> tuple[str, str, bool]:
+    """The platform the job's VMs run, how it was found ("" for a known machine type), and
+    whether it is certain.
+
+    Known: a machine type of a family in the tables. Assumed amd64 but still certain: no
+    machine type (Batch then picks an x86 one). Uncertain: an instance template (its
+    machine type is not read here), or a family the tables do not have.
+    """
+    policy = _get(rest_job, "allocationPolicy", "allocation_policy")
+    instances = _get(policy, "instances")
+    first = instances[0] if isinstance(instances, list) and instances else None
+    template = _get(first, "instanceTemplate", "instance_template")
+    if isinstance(template, str) and template:
+        return (
+            AMD64,
+            f"linux/amd64 was assumed: the job uses instance template {template!r}, whose machine type "
+            "is not read here",
+            False,
+        )
+    machine_type = machine_type_of(rest_job)
+    if not machine_type:
+        return AMD64, "linux/amd64 was assumed: the job names no machine type, and Batch then picks an x86 one", True
+    family = machine_family(machine_type)
+    if family in ARM_MACHINE_FAMILIES:
+        return ARM64, f"machine type {machine_type} is Arm", True
+    if family in X86_MACHINE_FAMILIES:
+        return AMD64, f"machine type {machine_type} is x86", True
+    return (
+        AMD64,
+        f"linux/amd64 was assumed: machine type {machine_type!r} is of a family ({family}) this "
+        "package's tables do not list",
+        False,
+    )

@@ -32,11 +32,33 @@ import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow_batch_streaming import __version__
 from airflow_batch_streaming.image import ImageReference, parse_image_uri
+from airflow_batch_streaming.oci import (
+    IMAGE_CONFIG_TYPES,
+    IMAGE_MANIFEST_TYPES,
+    INDEX_MEDIA_TYPES,
+    MEDIA_TYPE_DOCKER_CONFIG,
+    MEDIA_TYPE_DOCKER_LAYER,
+    MEDIA_TYPE_DOCKER_LIST,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_OCI_CONFIG,
+    MEDIA_TYPE_OCI_EMPTY,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_LAYER,
+    MEDIA_TYPE_OCI_LAYER_TAR,
+    MEDIA_TYPE_OCI_MANIFEST,
+    MEDIA_TYPE_SCHEMA1,
+    MEDIA_TYPE_SCHEMA1_SIGNED,
+    SCHEMA1_MEDIA_TYPES,
+    Layer,
+    ManifestInfo,
+    Platform,
+    normalize_platform,
+)
 
 __all__ = [
     "ACCEPT_MANIFESTS",
@@ -68,24 +90,8 @@ log = logging.getLogger(__name__)
 
 REGISTRY_URL_ENV = "BATCH_STREAMING_REGISTRY_URL"
 
-MEDIA_TYPE_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_TYPE_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_TYPE_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MEDIA_TYPE_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MEDIA_TYPE_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-MEDIA_TYPE_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-MEDIA_TYPE_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_TYPE_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-MEDIA_TYPE_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-MEDIA_TYPE_OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-MEDIA_TYPE_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-MEDIA_TYPE_OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-
-INDEX_MEDIA_TYPES = frozenset({MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_LIST})
-IMAGE_MANIFEST_TYPES = frozenset({MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST})
-SCHEMA1_MEDIA_TYPES = frozenset({MEDIA_TYPE_SCHEMA1_SIGNED, MEDIA_TYPE_SCHEMA1})
 _MANIFEST_TYPES = INDEX_MEDIA_TYPES | IMAGE_MANIFEST_TYPES | SCHEMA1_MEDIA_TYPES
-_IMAGE_CONFIG_TYPES = frozenset({MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_DOCKER_CONFIG})
+_IMAGE_CONFIG_TYPES = IMAGE_CONFIG_TYPES
 # Content types that say nothing: fall back to the manifest's own mediaType / shape.
 _GENERIC_TYPES = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
 
@@ -118,7 +124,6 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _STRICT_DIGEST_RE = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha512": re.compile(r"^[0-9a-f]{128}$")}
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _PLATFORM_PART_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "i386": "386"}
 
 
 class RegistryError(Exception):
@@ -135,40 +140,6 @@ class RegistryError(Exception):
 
     def __repr__(self) -> str:
         return f"RegistryError(code={self.code!r}, message={self.message!r}, hint={self.hint!r})"
-
-
-@dataclass(frozen=True)
-class Layer:
-    digest: str
-    size: int
-    media_type: str
-
-
-@dataclass(frozen=True)
-class ManifestInfo:
-    """The resolved image: for an index, the child for the requested platform.
-
-    ``layers`` is empty and ``diff_ids`` None for schema 1 manifests (they carry no
-    sizes; the schema alone disqualifies them). ``diff_ids`` is None too when the
-    config is not an image config (an OCI artifact). ``platform`` comes from the
-    index entry, else from the image config; ``index_digest`` is set when the
-    reference named an index or manifest list.
-    """
-
-    digest: str
-    media_type: str
-    schema_version: int
-    layers: tuple[Layer, ...]
-    diff_ids: tuple[str, ...] | None
-    platform: str | None
-    index_digest: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe, for reports and XCom."""
-        data = asdict(self)
-        data["layers"] = [asdict(layer) for layer in self.layers]
-        data["diff_ids"] = list(self.diff_ids) if self.diff_ids is not None else None
-        return data
 
 
 class _LRU:
@@ -208,33 +179,11 @@ def clear_cache() -> None:
     _SHARED_CACHE.clear()
 
 
-@dataclass(frozen=True)
-class _Platform:
-    os: str
-    arch: str
-    variant: str | None
-
-    @property
-    def key(self) -> str:
-        return f"{self.os}/{self.arch}" + (f"/{self.variant}" if self.variant else "")
-
-
-def _normalize_platform(os_name: str, arch: str, variant: str | None) -> _Platform:
-    """containerd's spelling: x86_64 is amd64, arm64/v8 is arm64, bare arm is arm/v7."""
-    arch = _ARCH_ALIASES.get(arch.lower(), arch.lower())
-    variant = variant.lower() if variant else None
-    if arch == "arm64" and variant == "v8":
-        variant = None
-    if arch == "arm" and variant is None:
-        variant = "v7"
-    return _Platform(os_name.lower(), arch, variant)
-
-
-def _parse_platform(platform: str) -> _Platform:
+def _parse_platform(platform: str) -> Platform:
     parts = platform.split("/") if isinstance(platform, str) else []
     if len(parts) not in (2, 3) or not all(_PLATFORM_PART_RE.match(p.lower()) for p in parts):
         raise ValueError(f"platform {platform!r} is not of the form os/arch[/variant], e.g. linux/amd64")
-    return _normalize_platform(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+    return normalize_platform(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
 
 ALLOW_HTTP_ENV = "BATCH_STREAMING_REGISTRY_ALLOW_HTTP_HOSTS"
@@ -316,9 +265,15 @@ def _parse_challenges(values: list[str]) -> list[tuple[str, dict[str, str]]]:
 
 
 class _Deadline:
-    def __init__(self, seconds: float) -> None:
+    """The end of one inspect: the client's timeout, or an earlier overall deadline."""
+
+    def __init__(self, seconds: float, overall: float | None = None, overall_label: str = "") -> None:
         self.seconds = seconds
         self._end = time.monotonic() + seconds
+        self.overall_label = ""
+        if overall is not None and overall < self._end:
+            self._end = overall
+            self.overall_label = overall_label
 
     def remaining(self) -> float:
         return self._end - time.monotonic()
@@ -346,11 +301,15 @@ class _Response:
 @dataclass(frozen=True)
 class _Endpoint:
     base: str  # scheme://host[:port][/prefix]
-    overridden: bool = False
+    source: str | None = None  # where an override came from: an option or the environment variable
+
+    @property
+    def overridden(self) -> bool:
+        return self.source is not None
 
     @property
     def label(self) -> str:
-        return f"{self.base} ({REGISTRY_URL_ENV})" if self.overridden else self.base
+        return f"{self.base} (from {self.source})" if self.source else self.base
 
 
 @dataclass
@@ -386,7 +345,14 @@ class RegistryClient:
         base_url: str | None = None,
         timeout: float = 10.0,
         username: str = "oauth2accesstoken",
+        base_url_source: str = "base_url",
     ) -> None:
+        """``base_url_source`` names where ``base_url`` came from in messages (``--registry-url``).
+
+        ``deadline`` (an attribute, ``time.monotonic()`` based, None for none) ends every
+        read at that time too: the overall limit of a sequence of checks, named by
+        ``deadline_label`` in the timeout message.
+        """
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         self.timeout = float(timeout)
@@ -398,8 +364,12 @@ class RegistryClient:
         self._auth: dict[tuple[str, str], tuple[str, float | None]] = {}
         self._cache = _LRU(_CACHE_SIZE)
         self._ssl: ssl.SSLContext | None = None
+        self._provider_problem = ""
+        self.deadline: float | None = None
+        self.deadline_label = "the overall time limit"
         raw = base_url if base_url is not None else os.environ.get(REGISTRY_URL_ENV)
-        self._override = self._parse_base_url(raw.strip(), base_url is None) if raw and raw.strip() else None
+        source = base_url_source if base_url is not None else REGISTRY_URL_ENV
+        self._override = self._parse_base_url(raw.strip(), source) if raw and raw.strip() else None
 
     def __repr__(self) -> str:
         override = self._override.base if self._override else None
@@ -417,7 +387,7 @@ class RegistryClient:
         want = _parse_platform(platform)
         endpoint = self._endpoint(ref)
         repo = ref.repository
-        op = _Op(_Deadline(self.timeout))
+        op = self._op()
 
         if ref.digest:
             hit = self._cached(endpoint, repo, ref.digest, want)
@@ -450,10 +420,36 @@ class RegistryClient:
         self._store(op, ("manifest", endpoint.base, repo, top.digest, want.key), info)
         return info
 
+    def read_blob(self, ref: ImageReference | str, digest: str, *, limit: int) -> bytes:
+        """A small blob (a layer of at most ``limit`` bytes), checked against its digest.
+
+        For rules that judge content (is this layer an empty archive?); never for large
+        layers: a blob longer than ``limit`` is refused, not read to its end.
+        """
+        if isinstance(ref, str):
+            ref = parse_image_uri(ref)
+        endpoint = self._endpoint(ref)
+        key = ("blob", endpoint.base, ref.repository, digest)
+        hit = self._cache.get(key) or _SHARED_CACHE.get(key)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        op = self._op()
+        what = f"{ref.host}/{ref.repository} layer {digest}"
+        resp = self._registry_get(endpoint, ref.repository, f"blobs/{digest}", op, limit)
+        self._check_status(resp, endpoint, what, manifest=False)
+        algorithm = digest.split(":", 1)[0]
+        if algorithm in _STRICT_DIGEST_RE and _compute_digest(resp.body, algorithm) != digest:
+            raise self._invalid(what, "the blob does not match its digest")
+        self._store(op, key, resp.body)
+        return resp.body
+
+    def _op(self) -> _Op:
+        return _Op(_Deadline(self.timeout, self.deadline, self.deadline_label))
+
     # -- caching -----------------------------------------------------------------------
 
     def _cached(
-        self, endpoint: _Endpoint, repo: str, digest: str, want: _Platform | None
+        self, endpoint: _Endpoint, repo: str, digest: str, want: Platform | None
     ) -> ManifestInfo | None:
         keys: list[tuple[str, str, str, str, str | None]] = [("manifest", endpoint.base, repo, digest, None)]
         if want is not None:
@@ -568,7 +564,18 @@ class RegistryClient:
         platform: str | None = None
         if config.media_type in _IMAGE_CONFIG_TYPES or not config.media_type:
             diff_ids, platform = self._config(endpoint, ref, config, op)
-        return ManifestInfo(doc.digest, doc.media_type, doc.schema_version, layers, diff_ids, platform, None)
+        artifact_type = doc.data.get("artifactType")
+        return ManifestInfo(
+            doc.digest,
+            doc.media_type,
+            doc.schema_version,
+            layers,
+            diff_ids,
+            platform,
+            None,
+            config_media_type=config.media_type or None,
+            artifact_type=artifact_type if isinstance(artifact_type, str) and artifact_type else None,
+        )
 
     def _descriptor(self, what: str, where: str, obj: object) -> Layer:
         if not isinstance(obj, dict):
@@ -580,7 +587,9 @@ class RegistryClient:
             raise self._invalid(what, f"{where} has an invalid size {size!r}")
         if not isinstance(media_type, str):
             raise self._invalid(what, f"{where} has an invalid mediaType {media_type!r}")
-        return Layer(digest, size, media_type)
+        urls = obj.get("urls")
+        urls = tuple(u for u in urls if isinstance(u, str)) if isinstance(urls, list) else ()
+        return Layer(digest, size, media_type, urls)
 
     def _config(
         self, endpoint: _Endpoint, ref: ImageReference, config: Layer, op: _Op
@@ -615,13 +624,13 @@ class RegistryClient:
         self._store(op, key, result)
         return result
 
-    def _select(self, ref: ImageReference, index: _Manifest, want: _Platform) -> tuple[str, str]:
+    def _select(self, ref: ImageReference, index: _Manifest, want: Platform) -> tuple[str, str]:
         """The index entry for ``want``: exact match first; a bare os/arch takes any variant."""
         what = f"{ref.host}/{ref.repository}@{index.digest}"
         entries = index.data.get("manifests")
         if not isinstance(entries, list):
             raise self._invalid(what, "the index has no manifests list")
-        candidates: list[tuple[_Platform, str, str]] = []
+        candidates: list[tuple[Platform, str, str]] = []
         present: list[str] = []
         for i, entry in enumerate(entries):
             descriptor = self._descriptor(what, f"manifests[{i}]", entry)
@@ -640,7 +649,7 @@ class RegistryClient:
             ):
                 continue  # build attestations, not runnable images
             present.append(shown)
-            candidates.append((_normalize_platform(os_name, arch, variant), descriptor.digest, shown))
+            candidates.append((normalize_platform(os_name, arch, variant), descriptor.digest, shown))
         for plat_, digest, shown in candidates:
             if plat_ == want:
                 return digest, shown
@@ -677,7 +686,8 @@ class RegistryClient:
             if fresh:
                 raise self._error(
                     AUTH_FAILED,
-                    f"{endpoint.label} refused the credentials for {repo} (HTTP 401 after authenticating)",
+                    f"{endpoint.label} refused the credentials for {repo} (HTTP 401 after authenticating)"
+                    + self._anonymous_note(),
                     self._auth_hint(endpoint),
                 )
             auth, expires = self._authenticate(endpoint, repo, resp, op)
@@ -726,17 +736,24 @@ class RegistryClient:
             query["service"] = params["service"]
         url = realm + ("&" if parts.query else "?") + urllib.parse.urlencode(query)
         headers = {"Accept": "application/json"}
-        secret = self._token()
+        try:
+            secret = self._token()
+        except RegistryError as exc:
+            # No usable credentials: a public repository still hands out anonymous tokens.
+            self._provider_problem = exc.message
+            secret = None
         if secret is not None:
             headers["Authorization"] = self._basic(secret)
         resp = self._get(url, headers, op, _SMALL_LIMIT)
         if resp.status in (401, 403):
             problem = "refused the credentials" if secret is not None else "requires credentials"
-            no_provider = "" if secret is not None else " and no token provider is configured"
+            no_provider = ""
+            if secret is None and not self._provider_problem:
+                no_provider = " and no token provider is configured"
             raise self._error(
                 AUTH_FAILED,
                 f"the token service {_safe_url(realm)} {problem} for {repo} "
-                f"(HTTP {resp.status}){no_provider}",
+                f"(HTTP {resp.status}){no_provider}{self._anonymous_note()}",
                 self._auth_hint(endpoint),
             )
         if resp.status != 200:
@@ -790,8 +807,13 @@ class RegistryClient:
         self._secrets.add(token)
         return token
 
+    def _anonymous_note(self) -> str:
+        if not self._provider_problem:
+            return ""
+        return f"; it was read anonymously because {self._provider_problem}"
+
     def _auth_hint(self, endpoint: _Endpoint) -> str:
-        if endpoint.base.endswith("-docker.pkg.dev") or endpoint.overridden:
+        if endpoint.base.endswith((".pkg.dev", "gcr.io")) or endpoint.overridden:
             return (
                 "the identity behind the Airflow connection needs roles/artifactregistry.reader on the "
                 "repository, and its access token must be valid"
@@ -818,7 +840,7 @@ class RegistryClient:
         host = parts.hostname or ""
         remaining = op.deadline.remaining()
         if remaining <= 0:
-            raise self._timeout(url)
+            raise self._timeout(url, op)
         conn = self._connection(parts.scheme, host, parts.port, remaining)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         fired = threading.Event()
@@ -842,7 +864,7 @@ class RegistryClient:
             conn.close()
             self.bytes_read += len(body)
         if fired.is_set():  # whatever arrived was cut short
-            raise self._timeout(url)
+            raise self._timeout(url, op)
         log.debug("GET %s -> %s (%d bytes)", _safe_url(url), status, len(body))
         return _Response(status, response_headers, body, url)
 
@@ -903,7 +925,9 @@ class RegistryClient:
             )
         if resp.status == 403 or codes & {"DENIED", "UNAUTHORIZED"}:
             raise self._error(
-                AUTH_FAILED, f"{endpoint.label} denied access to {what}{suffix}", self._auth_hint(endpoint)
+                AUTH_FAILED,
+                f"{endpoint.label} denied access to {what}{suffix}{self._anonymous_note()}",
+                self._auth_hint(endpoint),
             )
         if resp.status == 429 or "TOOMANYREQUESTS" in codes:
             raise self._error(
@@ -944,8 +968,7 @@ class RegistryClient:
         scheme = "http" if _is_loopback(urllib.parse.urlsplit(f"//{host}").hostname) else "https"
         return _Endpoint(f"{scheme}://{host}")
 
-    def _parse_base_url(self, raw: str, from_env: bool) -> _Endpoint:
-        source = f"{REGISTRY_URL_ENV}" if from_env else "base_url"
+    def _parse_base_url(self, raw: str, source: str) -> _Endpoint:
         parts = urllib.parse.urlsplit(raw)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self._error(
@@ -956,8 +979,10 @@ class RegistryClient:
         if parts.username or parts.password:
             raise self._error(
                 UNREACHABLE,
-                f"{source} must not carry credentials",
-                "pass a token_provider instead",
+                f"{source} must not carry credentials (user:password@ in {_safe_url(raw)!r})",
+                "remove the 'user:password@' part: the registry is read with Google credentials "
+                "(Application Default Credentials: `gcloud auth application-default login`, or the "
+                "Airflow connection), which are exchanged for a registry token",
             )
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise self._error(
@@ -968,7 +993,7 @@ class RegistryClient:
         path = parts.path.rstrip("/")
         if path.endswith("/v2"):
             path = path[:-3]
-        return _Endpoint(urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", "")), True)
+        return _Endpoint(urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", "")), source)
 
     def _check_scheme(self, url: str) -> None:
         parts = urllib.parse.urlsplit(url)
@@ -998,18 +1023,20 @@ class RegistryClient:
             hint or "re-push the image with a current tool (docker buildx, crane, gcloud builds)",
         )
 
-    def _timeout(self, url: str) -> RegistryError:
-        return self._error(
-            UNREACHABLE,
-            f"no complete answer from {_safe_url(url)} within {self.timeout:g}s",
-            "check network access to the registry; retry later if it is overloaded",
-        )
+    def _timeout(self, url: str, op: _Op) -> RegistryError:
+        if op.deadline.overall_label:
+            message = f"{op.deadline.overall_label} ran out while waiting for {_safe_url(url)}"
+            hint = "the registry answers slowly or not at all; retry later, or allow more time"
+        else:
+            message = f"no complete answer from {_safe_url(url)} within {self.timeout:g}s"
+            hint = "check network access to the registry; retry later if it is overloaded"
+        return self._error(UNREACHABLE, message, hint)
 
     def _connection_error(self, url: str, exc: BaseException, op: _Op) -> RegistryError:
         parts = urllib.parse.urlsplit(url)
         where = parts.netloc.rpartition("@")[2]
         if op.deadline.expired() or isinstance(exc, TimeoutError):
-            return self._timeout(url)
+            return self._timeout(url, op)
         if isinstance(exc, socket.gaierror):
             problem = f"cannot resolve the registry host {parts.hostname}"
         elif isinstance(exc, ConnectionRefusedError):

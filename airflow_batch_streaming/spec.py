@@ -22,6 +22,9 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final
 
+from airflow_batch_streaming import image as _image
+from airflow_batch_streaming import locations as _locations
+
 if TYPE_CHECKING:
     from google.cloud import batch_v1
 
@@ -72,8 +75,6 @@ _ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_RE: Final = re.compile(r"^projects/[^/\s]+/secrets/[^/\s]+/versions/[^/\s]+$")
 _LABEL_KEY_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE_RE: Final = re.compile(r"^[a-z0-9_-]{0,63}$")
-_REGION_RE: Final = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
-_ZONE_RE: Final = re.compile(r"^(?P<region>[a-z]+-[a-z]+[0-9]+)-[a-z][a-z0-9]*$")
 _MACHINE_TYPE_RE: Final = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
 _ACCELERATOR_RE: Final = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
 _RESOURCE_NAME_RE: Final = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -343,18 +344,13 @@ class _Compiler:
     def container(self) -> dict[str, Any]:
         s = self.spec
         container: dict[str, Any] = {}
-        image = s.image_uri
-        if not isinstance(image, str) or not image.strip():
-            self.add(
-                "image_uri is empty: give the image to run, e.g. "
-                "'us-central1-docker.pkg.dev/PROJECT/REPO/IMAGE:TAG'"
-            )
-        elif any(c.isspace() for c in image):
-            self.add(f"image_uri {image!r} contains whitespace: remove it")
-        elif "://" in image:
-            self.add(f"image_uri {image!r} has a URL scheme: drop the 'scheme://' part")
+        try:  # the one image URI parser: JobSpec, the preflight and the CLI agree
+            _image.parse_image_uri(s.image_uri)
+        except _image.ImageReferenceError as error:
+            hint = f" ({error.hint})" if error.hint else ""
+            self.add(f"image_uri: {error.message}{hint}")
         else:
-            container["imageUri"] = image
+            container["imageUri"] = s.image_uri
         commands = self.strings(s.commands, "commands", allow_empty_items=True)
         if commands:
             container["commands"] = commands
@@ -651,8 +647,9 @@ class _Compiler:
         locations: list[str] = []
         regions: list[str] = []
         for index, item in enumerate(self.strings(raw, "allowed_locations")):
-            normalized = _normalize_location(item)
-            if normalized is None:
+            try:
+                normalized = _locations.normalize_location(item)
+            except _locations.LocationError:
                 self.add(
                     f"allowed_locations[{index}] {item!r} is not a region or zone: give e.g. "
                     "'us-central1', 'regions/us-central1' or 'zones/us-central1-a'"
@@ -660,7 +657,7 @@ class _Compiler:
                 continue
             if normalized not in locations:
                 locations.append(normalized)
-            region = _region_of(normalized)
+            region = _locations.region_of(normalized)
             if region not in regions:
                 regions.append(region)
         if len(regions) > 1:
@@ -668,15 +665,20 @@ class _Compiler:
                 f"allowed_locations spans regions {', '.join(regions)}: Batch takes one region, "
                 "keep locations of one region only"
             )
+        job_region: str | None = None
+        if self.region is not None:
+            try:
+                job_region = _locations.region_of(self.region)
+            except _locations.LocationError:
+                self.add(f"region {self.region!r} is not a region name, e.g. 'us-central1'")
+        if job_region is not None:
+            outside = _locations.allowed_locations_outside(locations, job_region)
+            if outside:
+                message, hint = _locations.outside_job_region_problem(outside, job_region)
+                self.add(f"allowed_locations: {message}. {hint}")
         if regions:
             return locations, regions[0]
-        if self.region is None:
-            return locations, None
-        region = self.region.strip().removeprefix("regions/") if isinstance(self.region, str) else ""
-        if not _REGION_RE.match(region):
-            self.add(f"region {self.region!r} is not a region name, e.g. 'us-central1'")
-            return locations, None
-        return locations, region
+        return locations, job_region
 
     def network_interface(self, vm_region: str | None) -> dict[str, Any]:
         s = self.spec
@@ -890,28 +892,6 @@ def _format_duration(nanos: int) -> str:
     if fraction % 1_000 == 0:
         return f"{seconds}.{fraction // 1_000:06d}s"
     return f"{seconds}.{fraction:09d}s"
-
-
-def _normalize_location(location: str) -> str | None:
-    text = location.strip()
-    if text.startswith("regions/"):
-        return text if _REGION_RE.match(text[len("regions/") :]) else None
-    if text.startswith("zones/"):
-        return text if _ZONE_RE.match(text[len("zones/") :]) else None
-    if _REGION_RE.match(text):
-        return f"regions/{text}"
-    if _ZONE_RE.match(text):
-        return f"zones/{text}"
-    return None
-
-
-def _region_of(normalized: str) -> str:
-    kind, _, name = normalized.partition("/")
-    if kind == "zones":
-        match = _ZONE_RE.match(name)
-        if match:
-            return match["region"]
-    return name
 
 
 def _has_space(text: str) -> bool:

@@ -31,7 +31,6 @@ SHA512 = "sha512:" + "cd" * 64
         (f"quay.io/org/app:v2@{SHA}", ("quay.io", "org/app", "v2", SHA, SHA)),
         (f"quay.io/org/app@{SHA512}", ("quay.io", "org/app", None, SHA512, SHA512)),
         ("Registry.Example.COM/a", ("registry.example.com", "a", None, None, "latest")),
-        ("  ubuntu:22.04\n", ("docker.io", "library/ubuntu", "22.04", None, "22.04")),
         ("a/b__c/d-e.f/g--h:_tag.1-x", ("docker.io", "a/b__c/d-e.f/g--h", "_tag.1-x", None, "_tag.1-x")),
     ],
 )
@@ -93,9 +92,11 @@ def test_artifact_registry_needs_project_repo_image(uri: str) -> None:
         ("1us-docker.pkg.dev", False, False),
         ("us-central1-docker.pkg.dev.evil.com", False, False),
         ("us-central1-npm.pkg.dev", False, False),
-        ("gcr.io", False, True),
-        ("eu.gcr.io", False, True),
-        ("us.gcr.io", False, True),
+        ("gcr.io", True, True),  # Artifact Registry gcr.io repositories since 2025
+        ("eu.gcr.io", True, True),
+        ("us.gcr.io", True, True),
+        ("asia.gcr.io", True, True),
+        ("mirror.gcr.io", False, True),  # Google's Docker Hub mirror, not a gcr.io repository
         ("notgcr.io", False, False),
     ],
 )

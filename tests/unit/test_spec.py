@@ -513,10 +513,18 @@ def test_subnetwork_short_name_uses_region_argument() -> None:
     assert spec.to_job(region="asia-east1").allocation_policy.network.network_interfaces[0].subnetwork
 
 
-def test_allowed_locations_region_wins_over_region_argument() -> None:
+def test_allowed_locations_region_wins_when_no_region_is_given() -> None:
     spec = JobSpec(IMAGE, subnetwork="sub", allowed_locations=["zones/us-west1-a"])
-    interface = spec.to_rest(region="us-central1")["allocationPolicy"]["network"]["networkInterfaces"][0]
+    interface = spec.to_rest()["allocationPolicy"]["network"]["networkInterfaces"][0]
     assert interface["subnetwork"] == "regions/us-west1/subnetworks/sub"
+
+
+@pytest.mark.parametrize("allowed", ["zones/us-west1-a", ["zones/us-west1-a"], ["us-west1"], "regions/us-west1"])
+def test_allowed_locations_outside_the_job_region_are_refused(allowed: object) -> None:
+    # Batch refuses them since 2026-07-31 (real-api-facts.md); a string and a list agree.
+    problems = JobSpec(IMAGE, allowed_locations=allowed).problems(region="us-central1")  # type: ignore[arg-type]
+    assert len(problems) == 1
+    assert "outside the job's region us-central1" in problems[0]
 
 
 def test_bad_region_argument_is_reported() -> None:
@@ -725,7 +733,9 @@ def test_all_problems_reported_together() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "mention"),
     [
-        ({"image_uri": "   "}, "image_uri is empty"),
+        ({"image_uri": "   "}, "the image URI is empty"),
+        ({"image_uri": 5}, "must be a string, not int"),
+        ({"image_uri": " us-docker.pkg.dev/p/r/i"}, "leading or trailing whitespace"),
         ({"image_uri": "https://us-docker.pkg.dev/p/r/i"}, "scheme"),
         ({"image_uri": "us-docker.pkg.dev/p/r/i latest"}, "whitespace"),
         ({"task_count": 100_001}, "task_count"),
