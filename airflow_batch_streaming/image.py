@@ -80,7 +80,7 @@ class ImageReference:
 
     @property
     def is_gcr_repository(self) -> bool:
-        """``gcr.io``, ``us.gcr.io``, ``eu.gcr.io``, ``asia.gcr.io``: Artifact Registry gcr.io repositories."""
+        """``gcr.io``, ``us.gcr.io``, ``eu.gcr.io``, ``asia.gcr.io``: Artifact Registry's gcr.io repos."""
         return self.host in GCR_REPOSITORY_LOCATIONS
 
     @property

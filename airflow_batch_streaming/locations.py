@@ -350,7 +350,11 @@ def vm_platform(rest_job: Mapping[str, Any]) -> tuple[str, str, bool]:
         )
     machine_type = machine_type_of(rest_job)
     if not machine_type:
-        return AMD64, "linux/amd64 was assumed: the job names no machine type, and Batch then picks an x86 one", True
+        return (
+            AMD64,
+            "linux/amd64 was assumed: the job names no machine type, and Batch then picks an x86 one",
+            True,
+        )
     family = machine_family(machine_type)
     if family in ARM_MACHINE_FAMILIES:
         return ARM64, f"machine type {machine_type} is Arm", True

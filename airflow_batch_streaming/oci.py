@@ -81,7 +81,13 @@ SMALL_LAYER_LIMIT: Final = 8 * 1024
 _UNPACKED_LIMIT: Final = 1024 * 1024
 _BLOCK: Final = 512
 
-_ARCH_ALIASES: Final = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "i386": "386"}
+_ARCH_ALIASES: Final = {
+    "x86_64": "amd64",
+    "x86-64": "amd64",
+    "aarch64": "arm64",
+    "armhf": "arm",
+    "i386": "386",
+}
 
 
 @dataclass(frozen=True)

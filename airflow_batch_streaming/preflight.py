@@ -1,24 +1,29 @@
-"""Every reason an image or a Batch job would not stream, found before submission.
+"""Every reason an image or a Batch job would not stream: the rules, pure.
 
-The rules are pure functions from values (an image URI, a REST job dict, a
-`registry.ManifestInfo`) to `Finding`s, so they are tested without a network and a
-DAG file can run them at parse time. `check_image` and `check_job` run all the rules
-and the two checks that need I/O, which are injected: a `registry.RegistryClient`
-reads manifests, and `api_check(project) -> bool` asks Service Usage whether the
-Container File System API is enabled. Everything found is reported at once.
+Each rule is a function from values (an image URI, a REST job dict, an
+`oci.ManifestInfo`, the answer of Service Usage) to `Finding`s, so the rules are
+tested without a network and a DAG file can run the reference rules at parse time.
+`checker.py` gathers the facts (the registry, Service Usage) and hands them to these
+rules; `assemble` turns everything found into one `Report`.
+
+Rules other tools reuse (the image fix tool): `check_schema1`, `check_container_image`,
+`check_platform`, `check_empty_layers` (with `layers_to_read` and
+`oci.empty_layer_content`), `check_duplicate_layers`, `check_foreign_layers`;
+`check_manifest` runs them all.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import shlex
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from airflow_batch_streaming import locations, spec
+from airflow_batch_streaming import locations, oci
 from airflow_batch_streaming.exceptions import PreflightFailedError
 from airflow_batch_streaming.image import ImageReference, ImageReferenceError, parse_image_uri
-from airflow_batch_streaming.registry import SCHEMA1_MEDIA_TYPES, ManifestInfo, RegistryClient, RegistryError
+from airflow_batch_streaming.oci import SCHEMA1_MEDIA_TYPES, Layer, ManifestInfo
 
 Severity = Literal["error", "warning"]
 ERROR: Final = "error"
@@ -48,17 +53,17 @@ API_DISABLED: Final = "api-disabled"
 API_CHECK_SKIPPED: Final = "api-check-skipped"
 LOGS_DISABLED: Final = "logs-disabled"
 MUTABLE_TAG: Final = "mutable-tag"
+PLATFORM_MISMATCH: Final = "platform-mismatch"
+NOT_A_CONTAINER_IMAGE: Final = "not-a-container-image"
+FOREIGN_LAYER: Final = "foreign-layer"
+LOCATION_OUTSIDE_JOB_REGION: Final = "location-outside-job-region"
+GCR_IO_HOST: Final = "gcr-io-host"
 
-GZIPPED_EMPTY_TAR: Final = "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"
-EMPTY_TAR: Final = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
-OCI_EMPTY_JSON: Final = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-EMPTY_BLOB: Final = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-EMPTY_LAYER_DIGESTS: Final[Mapping[str, str]] = {
-    GZIPPED_EMPTY_TAR: "the gzipped empty tar archive",
-    EMPTY_TAR: "an empty tar archive (1024 zero bytes)",
-    OCI_EMPTY_JSON: "the OCI empty JSON blob `{}`",
-    EMPTY_BLOB: "a zero-byte blob",
-}
+GZIPPED_EMPTY_TAR: Final = oci.GZIPPED_EMPTY_TAR
+EMPTY_TAR: Final = oci.EMPTY_TAR
+OCI_EMPTY_JSON: Final = oci.OCI_EMPTY_JSON
+EMPTY_BLOB: Final = oci.EMPTY_BLOB
+EMPTY_LAYER_DIGESTS: Final[Mapping[str, str]] = oci.EMPTY_LAYER_DIGESTS
 
 # A streaming container honours only imageUri, commands, entrypoint and volumes; Batch
 # silently ignores these (REST name -> snake_case name, hint).
@@ -242,21 +247,15 @@ def check_reference(
     *,
     overrides: Mapping[str, Iterable[str]] | None = None,
     digest: str | None = None,
+    strict: bool = True,
 ) -> list[Finding]:
     """Rules on the reference alone: parseable, in Artifact Registry, in the VMs' location, pinned.
 
     `vm_region` None skips the location rule (the region itself was invalid and is
     reported elsewhere). `digest`, when the registry resolved the tag, goes into the
-    mutable-tag hint.
+    mutable-tag hint. `strict=False` (parse time) makes what only the built-in tables
+    say (a region the multi-region table may not list yet) a warning; run time is strict.
     """
-    if not isinstance(uri, str) or not uri.strip():
-        return [
-            _error(
-                INVALID_IMAGE_URI,
-                f"no image URI given ({_short(repr(uri))})",
-                "Set imageUri to LOCATION-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE[:TAG|@sha256:DIGEST].",
-            )
-        ]
     try:
         ref = parse_image_uri(uri)
     except ImageReferenceError as exc:
@@ -273,19 +272,33 @@ def check_reference(
         findings.append(
             _error(
                 NOT_ARTIFACT_REGISTRY,
-                f"{uri} is on {ref.host}, not in Artifact Registry (LOCATION-docker.pkg.dev): "
-                "Batch streams only images stored in Artifact Registry",
+                f"{uri} is on {ref.host}, not in Artifact Registry (LOCATION-docker.pkg.dev or a gcr.io "
+                "repository): Batch streams only images stored in Artifact Registry",
                 _COPY_TO_AR_HINT,
             )
         )
     elif vm_region is not None and ref.ar_location:
-        findings += _location_rule(uri, ref.ar_location, vm_region, overrides)
+        findings += _location_rule(uri, ref.ar_location, vm_region, overrides, strict)
+    if ref.is_gcr_repository:
+        findings.append(
+            _warning(
+                GCR_IO_HOST,
+                f"{uri} is in the Artifact Registry gcr.io repository {ref.host} ({ref.ar_location} "
+                "multi-region); Google's Image Streaming documentation shows only "
+                "LOCATION-docker.pkg.dev image URIs",
+                f"Prefer the same image under Artifact Registry's own host name: {ref.pkg_dev_uri}.",
+            )
+        )
     findings += check_mutable_tag(ref, uri, digest=digest)
     return findings
 
 
 def _location_rule(
-    uri: str, repo_location: str, vm_region: str, overrides: Mapping[str, Iterable[str]] | None
+    uri: str,
+    repo_location: str,
+    vm_region: str,
+    overrides: Mapping[str, Iterable[str]] | None,
+    strict: bool = True,
 ) -> list[Finding]:
     try:
         table = locations.multi_region_table(overrides)
@@ -294,6 +307,10 @@ def _location_rule(
         return [_error(INVALID_LOCATION, str(exc), exc.hint)]
     if locations.repository_serves(repo_location, vm_region, overrides):
         return []
+    # Only the table says no when the region carries the multi-region's prefix (a new us-* region).
+    table_only = repo_location in table and not any(vm_region in members for members in table.values())
+    table_only = table_only and vm_region.split("-", 1)[0] == repo_location
+    severity: Severity = WARNING if table_only and not strict else ERROR
     containing = [name for name, members in table.items() if vm_region in members]
     serving = " or ".join([vm_region, *(f"the {name} multi-region" for name in containing)])
     if repo_location in table:
@@ -313,7 +330,7 @@ def _location_rule(
             f"Image Streaming needs the VMs in the repository's location: use an image in a "
             f"repository in {serving}, or run the VMs in {repo_location}."
         )
-    return [_error(LOCATION_MISMATCH, message, hint)]
+    return [Finding(LOCATION_MISMATCH, severity, message, hint)]
 
 
 def check_mutable_tag(ref: ImageReference, uri: str, *, digest: str | None = None) -> list[Finding]:
@@ -326,7 +343,7 @@ def check_mutable_tag(ref: ImageReference, uri: str, *, digest: str | None = Non
     else:
         hint = (
             f"Refer to the image by digest, {ref.host}/{ref.repository}@sha256:...; `gcloud artifacts docker "
-            f"images describe {uri} --format='value(image_summary.digest)'` prints it."
+            f"images describe {shlex.quote(uri)} --format='value(image_summary.digest)'` prints it."
         )
     return [
         _warning(
@@ -366,7 +383,7 @@ class _ContainerRunnable:
         return f"task group {self.group}, runnable {self.index} ({_short(image)})"
 
 
-def _container_runnables(rest_job: Any) -> Iterator[_ContainerRunnable]:
+def container_runnables(rest_job: Any) -> Iterator[_ContainerRunnable]:
     """Every container runnable of every task group, in order; tolerant of any JSON shape."""
     for g, group in enumerate(_list(_get(rest_job, "taskGroups", "task_groups"))):
         runnables = _get(_get(group, "taskSpec", "task_spec"), "runnables")
@@ -384,7 +401,7 @@ def _is_set(value: Any) -> bool:
 def check_containers(rest_job: Mapping[str, Any]) -> list[Finding]:
     """Container fields Batch silently ignores on a streaming container: one finding each."""
     findings: list[Finding] = []
-    for runnable in _container_runnables(rest_job):
+    for runnable in container_runnables(rest_job):
         if not runnable.streaming:
             continue
         for camel, snake, hint in _IGNORED_CONTAINER_FIELDS:
@@ -403,7 +420,7 @@ def check_containers(rest_job: Mapping[str, Any]) -> list[Finding]:
 
 def check_mixed_runtimes(rest_job: Mapping[str, Any]) -> list[Finding]:
     """Streaming and non-streaming container runnables in one job are not supported."""
-    runnables = list(_container_runnables(rest_job))
+    runnables = list(container_runnables(rest_job))
     streaming = [r for r in runnables if r.streaming]
     plain = [r for r in runnables if not r.streaming]
     if not streaming or not plain:
@@ -442,23 +459,180 @@ def check_logs_policy(rest_job: Mapping[str, Any]) -> list[Finding]:
     ]
 
 
-def check_manifest(info: ManifestInfo) -> list[Finding]:
-    """Schema 1, empty layers, duplicate layers, in the manifest the VMs would run.
+def check_allowed_locations(
+    rest_job: Mapping[str, Any], job_location: str
+) -> tuple[str | None, list[Finding]]:
+    """The region the job's VMs run in, and what is wrong with `allowedLocations`.
 
-    Empty: a known empty digest, a size of 0, or an empty-tar diff_id. History entries
-    marked `empty_layer` have no blob and are not layers. A schema 1 manifest is reported
-    alone: its `fsLayers` hold an empty "throwaway" layer per history step by design.
+    Invalid names, several regions, and locations outside the job's region (the one
+    definition of that rule is `locations.allowed_locations_outside`).
     """
-    media_type = info.media_type or ""
-    if media_type in SCHEMA1_MEDIA_TYPES or info.schema_version == 1:
-        return [
-            _error(
-                MANIFEST_SCHEMA1,
-                f"the manifest {info.digest} is Docker manifest v2 schema 1 "
-                f"({media_type or 'schemaVersion 1'}), which Image Streaming does not support",
-                _SCHEMA1_HINT,
-            )
+    try:
+        job_region: str | None = locations.region_of(job_location)
+    except locations.LocationError as exc:
+        job_region = None
+        findings = [_error(INVALID_LOCATION, str(exc), exc.hint)]
+    else:
+        findings = []
+    allowed = locations.allowed_locations(rest_job)
+    if not allowed:
+        return job_region, findings
+    try:
+        vm_region: str | None = locations.vm_region(rest_job, job_location)
+    except locations.MultipleRegionsError as exc:
+        return None, [*findings, _error(MULTIPLE_REGIONS, str(exc), exc.hint)]
+    except locations.LocationError as exc:
+        return None, [
+            *findings,
+            _error(INVALID_LOCATION, f"allocationPolicy.location.allowedLocations: {exc}", exc.hint),
         ]
+    if job_region is not None:
+        outside = locations.allowed_locations_outside(allowed, job_region)
+        if outside:
+            message, hint = locations.outside_job_region_problem(outside, job_region)
+            findings.append(_error(LOCATION_OUTSIDE_JOB_REGION, message, hint))
+    return vm_region, findings
+
+
+def check_schema1(info: ManifestInfo) -> list[Finding]:
+    """Docker manifest v2 schema 1 is not supported by Image Streaming."""
+    media_type = info.media_type or ""
+    if media_type not in SCHEMA1_MEDIA_TYPES and info.schema_version != 1:
+        return []
+    return [
+        _error(
+            MANIFEST_SCHEMA1,
+            f"the manifest {info.digest} is Docker manifest v2 schema 1 "
+            f"({media_type or 'schemaVersion 1'}), which Image Streaming does not support",
+            _SCHEMA1_HINT,
+        )
+    ]
+
+
+def check_container_image(info: ManifestInfo) -> list[Finding]:
+    """An artifact stored like an image (Helm chart, SBOM, signature, WASM) is not runnable.
+
+    An image has an image config (OCI or Docker) and only filesystem layers; an OCI
+    manifest with an `artifactType`, another config type, or other layer types is an artifact.
+    """
+    if info.schema_version == 1:
+        return []
+    reasons = []
+    config = info.config_media_type
+    if config and config not in oci.IMAGE_CONFIG_TYPES:
+        reasons.append(f"its config is {config}")
+    if info.artifact_type and info.artifact_type not in oci.IMAGE_CONFIG_TYPES:
+        reasons.append(f"its artifactType is {info.artifact_type}")
+    others = sorted(
+        {x.media_type for x in info.layers if x.media_type and x.media_type not in oci.CONTAINER_LAYER_TYPES}
+    )
+    if others:
+        reasons.append(f"its layers are {', '.join(others)}")
+    if not reasons:
+        return []
+    return [
+        _error(
+            NOT_A_CONTAINER_IMAGE,
+            f"the manifest {info.digest} is not a container image ({'; '.join(reasons)}): an OCI artifact "
+            "such as a Helm chart, SBOM, signature or WASM module cannot run in a container runnable",
+            "Point imageUri at the container image itself (the tag or digest of the image, not of an "
+            "artifact attached to it); `crane manifest URI` shows what a reference holds.",
+        )
+    ]
+
+
+def check_platform(
+    info: ManifestInfo, vm_platform: str, *, note: str = "", certain: bool = True
+) -> list[Finding]:
+    """The image's os/architecture/variant must be what the VMs run (single-arch images too).
+
+    `note` says how `vm_platform` was found; `certain=False` (an instance template, an
+    unknown machine family) makes a mismatch a warning.
+    """
+    if not info.platform:
+        return []
+    try:
+        want = oci.parse_platform(vm_platform)
+        have = oci.parse_platform(info.platform)
+    except ValueError:
+        return []
+    if want.runs(have):
+        return []
+    why = f" ({note})" if note else ""
+    if have.os != want.os:
+        problem = f"the image is built for {have.key}, but Batch VMs run {want.key}{why}"
+        if have.os == "windows":
+            problem = f"the image is a Windows image ({have.key}); Batch runs Linux VMs ({want.key}{why})"
+    else:
+        problem = f"the image is built for {have.key}, but the job's VMs run {want.key}{why}"
+    if want.arch == "arm64":
+        fix = "or run the job on x86 machine types (e.g. e2, n2, c3)"
+    else:
+        fix = "or run the job on Arm machine types (t2a, c4a, n4a)" if have.arch == "arm64" else ""
+    hint = (
+        f"Build and push the image for {want.key} (`docker buildx build --platform {want.key} --push`, "
+        f"or a multi-platform image with --platform linux/amd64,linux/arm64)"
+        + (f", {fix}" if fix else "")
+        + "."
+    )
+    return [Finding(PLATFORM_MISMATCH, ERROR if certain else WARNING, problem, hint)]
+
+
+def layers_to_read(info: ManifestInfo, limit: int = oci.SMALL_LAYER_LIMIT) -> list[Layer]:
+    """The layers worth reading to tell an empty archive by content: small, not yet known empty."""
+    known = _empty_without_reading(info)
+    return [
+        layer
+        for i, layer in enumerate(info.layers)
+        if i not in known and 0 < layer.size <= limit and layer.media_type not in oci.FOREIGN_LAYER_TYPES
+    ]
+
+
+def _empty_without_reading(info: ManifestInfo) -> dict[int, str]:
+    """Index -> why, for layers empty by digest, size or diff_id (the fast path)."""
+    layers = list(info.layers)
+    diff_ids = list(info.diff_ids or ())
+    aligned = len(diff_ids) == len(layers)
+    found: dict[int, str] = {}
+    for i, layer in enumerate(layers):
+        why = EMPTY_LAYER_DIGESTS.get(layer.digest)
+        if why is None and layer.size == 0:
+            why = "a blob of size 0"
+        if why is None and aligned and diff_ids[i] in oci.empty_tar_diff_ids():
+            why = "a tar archive with no entries (its diff_id is that of an all-zero tar)"
+        if why:
+            found[i] = why
+    return found
+
+
+def check_empty_layers(
+    info: ManifestInfo, contents: Mapping[str, bool | None] | None = None
+) -> list[Finding]:
+    """Empty layers, by known digest, size, diff_id, or content.
+
+    `contents` maps a layer digest to `oci.empty_layer_content(blob)` for the layers
+    that were read (see `layers_to_read`). History entries marked `empty_layer` have
+    no blob and are not layers.
+    """
+    if info.schema_version == 1:
+        return []  # its fsLayers hold an empty "throwaway" layer per history step by design
+    found = _empty_without_reading(info)
+    for i, layer in enumerate(info.layers):
+        if i not in found and (contents or {}).get(layer.digest) is True:
+            found[i] = f"a tar archive with no entries (read: {layer.size} bytes compressed)"
+    return [
+        _error(
+            EMPTY_LAYER,
+            f"layer {i} ({info.layers[i].digest}, {info.layers[i].size} bytes) is empty: {why}; "
+            "Image Streaming does not support images with empty layers",
+            _EMPTY_LAYER_HINT,
+        )
+        for i, why in sorted(found.items())
+    ]
+
+
+def check_duplicate_layers(info: ManifestInfo) -> list[Finding]:
+    """The same blob twice, or the same content (diff_id) twice."""
     findings: list[Finding] = []
     layers = list(info.layers)
     diff_ids = list(info.diff_ids or ())
@@ -470,22 +644,6 @@ def check_manifest(info: ManifestInfo) -> list[Finding]:
                 "Rebuild and push the image; the manifest and its config disagree.",
             )
         )
-    for i, layer in enumerate(layers):
-        diff_id = diff_ids[i] if i < len(diff_ids) and len(diff_ids) == len(layers) else None
-        why = EMPTY_LAYER_DIGESTS.get(layer.digest)
-        if why is None and layer.size == 0:
-            why = "a blob of size 0"
-        if why is None and diff_id == EMPTY_TAR:
-            why = "an empty tar archive (its diff_id is the empty tar)"
-        if why:
-            findings.append(
-                _error(
-                    EMPTY_LAYER,
-                    f"layer {i} ({layer.digest}, {layer.size} bytes) is empty: {why}; "
-                    "Image Streaming does not support images with empty layers",
-                    _EMPTY_LAYER_HINT,
-                )
-            )
     first_digest: dict[str, int] = {}
     for i, layer in enumerate(layers):
         if layer.digest in first_digest:
@@ -518,9 +676,54 @@ def check_manifest(info: ManifestInfo) -> list[Finding]:
     return findings
 
 
-def check_api(project: str | None, api_check: Callable[[str], bool] | None) -> list[Finding]:
-    """Whether the Container File System API is enabled (VPC-SC cannot be read: see the hint)."""
-    if api_check is None:
+def check_foreign_layers(info: ManifestInfo) -> list[Finding]:
+    """Foreign (non-distributable) layers: their blobs live outside Artifact Registry."""
+    return [
+        _error(
+            FOREIGN_LAYER,
+            f"layer {i} ({layer.digest}) is a foreign layer ({layer.media_type})"
+            + (f" downloaded from {_short(layer.urls[0], 100)}" if layer.urls else "")
+            + ": its blob lives outside Artifact Registry, where Image Streaming cannot read it",
+            "Rebuild on a base image without foreign layers, or push with the layers included "
+            "(`crane copy --allow-nondistributable-artifacts`, or dockerd's "
+            "`--allow-nondistributable-artifacts`).",
+        )
+        for i, layer in enumerate(info.layers)
+        if layer.media_type in oci.FOREIGN_LAYER_TYPES or layer.urls
+    ]
+
+
+def check_manifest(
+    info: ManifestInfo,
+    *,
+    vm_platform: str | None = None,
+    platform_note: str = "",
+    platform_certain: bool = True,
+    contents: Mapping[str, bool | None] | None = None,
+) -> list[Finding]:
+    """Every rule on the manifest the VMs would run. A schema 1 manifest is reported alone."""
+    schema1 = check_schema1(info)
+    if schema1:
+        return schema1
+    not_image = check_container_image(info)
+    if not_image:
+        return not_image  # layer rules say nothing useful about an artifact
+    findings: list[Finding] = []
+    if vm_platform:
+        findings += check_platform(info, vm_platform, note=platform_note, certain=platform_certain)
+    findings += check_empty_layers(info, contents)
+    findings += check_duplicate_layers(info)
+    findings += check_foreign_layers(info)
+    return findings
+
+
+def api_findings(project: str | None, enabled: bool | BaseException | None) -> list[Finding]:
+    """The Service Usage answer for the Container File System API as findings.
+
+    `enabled` None: the check was not asked for; an exception: it could not run.
+    VPC Service Controls cannot be read: the error hint says so.
+    """
+    if enabled is None:
         return []
     if not project:
         return [
@@ -531,15 +734,14 @@ def check_api(project: str | None, api_check: Callable[[str], bool] | None) -> l
                 "System API is enabled.",
             )
         ]
-    try:
-        enabled = api_check(project)
-    except Exception as exc:  # any failure of the check is a skipped check, not a crash
+    quoted = shlex.quote(project)
+    if isinstance(enabled, BaseException):
         return [
             _warning(
                 API_CHECK_SKIPPED,
-                f"the {CONTAINER_FILESYSTEM_API} check in project {project} was skipped: {_reason(exc)}",
+                f"the {CONTAINER_FILESYSTEM_API} check in project {project} was skipped: {_reason(enabled)}",
                 "Check it yourself: `gcloud services list --enabled --project "
-                f"{project} --filter=name:{CONTAINER_FILESYSTEM_API}`; the check needs the "
+                f"{quoted} --filter=name:{CONTAINER_FILESYSTEM_API}`; the check needs the "
                 "serviceusage.services.get permission and Application Default Credentials "
                 "(`gcloud auth application-default login`).",
             )
@@ -551,7 +753,7 @@ def check_api(project: str | None, api_check: Callable[[str], bool] | None) -> l
             API_DISABLED,
             f"the Container File System API ({CONTAINER_FILESYSTEM_API}) is not enabled in project "
             f"{project}: Batch needs it to stream images",
-            f"Enable it: `gcloud services enable {CONTAINER_FILESYSTEM_API} --project {project}`. If VPC "
+            f"Enable it: `gcloud services enable {CONTAINER_FILESYSTEM_API} --project {quoted}`. If VPC "
             f"Service Controls protect the images, also add {CONTAINER_FILESYSTEM_API} to the service "
             "perimeter (this cannot be checked from here).",
         )
@@ -569,176 +771,43 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# --------------------------------------------------------------------------- orchestration
+# --------------------------------------------------------------------------- assembly
 
 
-def check_image(
-    image_uri: str,
-    location: str,
-    *,
-    project: str | None = None,
-    platform: str | None = None,
-    registry: RegistryClient | None = None,
-    api_check: Callable[[str], bool] | None = None,
-    overrides: Mapping[str, Iterable[str]] | None = None,
-) -> Report:
-    """Check one image for VMs in `location` (a region or zone)."""
-    region, findings = _region(location)
-    return _finish(
-        [image_uri],
-        location,
-        region,
-        findings,
-        [],
-        project=project,
-        platform=platform or locations.AMD64,
-        registry=registry,
-        api_check=api_check,
-        overrides=overrides,
+def no_streaming_containers() -> Finding:
+    return _warning(
+        NO_STREAMING_CONTAINERS,
+        "the job has no container runnable with enableImageStreaming: true; nothing streams",
+        "Set enableImageStreaming: true on the job's container runnables (images in Artifact "
+        "Registry) to stream them.",
     )
 
 
-def check_job(
-    job: Any,
-    location: str,
-    *,
-    project: str | None = None,
-    platform: str | None = None,
-    registry: RegistryClient | None = None,
-    api_check: Callable[[str], bool] | None = None,
-    overrides: Mapping[str, Iterable[str]] | None = None,
-) -> Report:
-    """Check every streaming container runnable of a job created in `location`.
-
-    `job` is a `batch_v1.Job`, its REST JSON as a Mapping, or a JSON string; anything
-    `spec.job_to_rest` cannot read raises `spec.SpecError`.
-    """
-    rest = spec.job_to_rest(job)
-    region, findings = _region(location)
-    if locations.allowed_locations(rest):
-        try:
-            region = locations.vm_region(rest, location)
-        except locations.MultipleRegionsError as exc:
-            findings.append(_error(MULTIPLE_REGIONS, str(exc), exc.hint))
-            region = None
-        except locations.LocationError as exc:
-            findings.append(
-                _error(INVALID_LOCATION, f"allocationPolicy.location.allowedLocations: {exc}", exc.hint)
-            )
-            region = None
-    runnables = list(_container_runnables(rest))
-    images: list[Any] = []
-    for runnable in runnables:  # distinct, in order; an imageUri of bad JSON may be unhashable
-        if runnable.streaming and runnable.image not in images:
-            images.append(runnable.image)
-    job_findings = check_containers(rest) + check_mixed_runtimes(rest) + check_logs_policy(rest)
-    if not images:
-        first = next((r.image for r in runnables if isinstance(r.image, str)), "")
-        job_findings.append(
-            _warning(
-                NO_STREAMING_CONTAINERS,
-                "the job has no container runnable with enableImageStreaming: true; nothing streams",
-                "Set enableImageStreaming: true on the job's container runnables (images in Artifact "
-                "Registry) to stream them.",
-            )
-        )
-        return _report(first, location, findings + job_findings, ManifestSummary())
-    machine_platform = locations.platform_for_machine_type(locations.machine_type_of(rest))
-    return _finish(
-        images,
-        location,
-        region,
-        findings,
-        job_findings,
-        project=project,
-        platform=platform or machine_platform,
-        registry=registry,
-        api_check=api_check,
-        overrides=overrides,
+def invalid_platform(platform: str) -> Finding | None:
+    """A `--platform` / `platform` argument that is not os/arch[/variant]."""
+    if _PLATFORM_RE.match(platform):
+        return None
+    return _error(
+        INVALID_PLATFORM,
+        f"platform {_short(platform)!r} is not of the form os/arch[/variant]",
+        "Give e.g. linux/amd64 or linux/arm64.",
     )
 
 
-def _region(location: str) -> tuple[str | None, list[Finding]]:
-    try:
-        return locations.region_of(location), []
-    except locations.LocationError as exc:
-        return None, [_error(INVALID_LOCATION, str(exc), exc.hint)]
+def prefixed(image: str, findings: Iterable[Finding]) -> list[Finding]:
+    """Name the image in each finding (for jobs with several images)."""
+    return [Finding(f.code, f.severity, f"{image}: {f.message}", f.hint) for f in findings]
 
 
-def _finish(
-    images: list[Any],
-    location: str,
-    region: str | None,
-    findings: list[Finding],
-    job_findings: list[Finding],
-    *,
-    project: str | None,
-    platform: str,
-    registry: RegistryClient | None,
-    api_check: Callable[[str], bool] | None,
-    overrides: Mapping[str, Iterable[str]] | None,
+def assemble(
+    image: str, location: str, findings: Iterable[Finding], summary: ManifestSummary | None = None
 ) -> Report:
-    """Run the per-image rules on each distinct image once and assemble the report.
-
-    Order: location problems, reference rules, job rules, registry and manifest
-    findings, mutable tags, the API check; then errors before warnings.
-    """
-    if not _PLATFORM_RE.match(platform):
-        findings = [
-            *findings,
-            _error(
-                INVALID_PLATFORM,
-                f"platform {_short(platform)!r} is not of the form os/arch[/variant]",
-                "Give e.g. linux/amd64 or linux/arm64.",
-            ),
-        ]
-        registry = None
-    reference_findings: list[Finding] = []
-    manifest_findings: list[Finding] = []
-    tag_findings: list[Finding] = []
-    summary = ManifestSummary()
-    several = len(images) > 1
-    for n, uri in enumerate(images):
-        info, inspect_findings = _inspect(uri, platform, registry)
-        prefix = f"{uri}: " if several else ""
-        manifest_findings += [
-            Finding(f.code, f.severity, prefix + f.message, f.hint) for f in inspect_findings
-        ]
-        pinned = (info.index_digest or info.digest) if info is not None else None
-        for finding in check_reference(uri, region, overrides=overrides, digest=pinned):
-            (tag_findings if finding.code == MUTABLE_TAG else reference_findings).append(finding)
-        if n == 0 and info is not None:
-            summary = ManifestSummary(info.digest, info.media_type, len(info.layers))
-    api_findings = check_api(project, api_check)
-    ordered = findings + reference_findings + job_findings + manifest_findings + tag_findings + api_findings
-    first = images[0] if isinstance(images[0], str) else ""
-    return _report(first, location, ordered, summary)
-
-
-_PLATFORM_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){1,2}$")
-
-
-def _report(image: str, location: str, findings: list[Finding], summary: ManifestSummary) -> Report:
     """Errors first, each group in the order found, without repeats."""
     unique = list(dict.fromkeys(findings))
     ordered = [f for f in unique if f.severity == ERROR] + [f for f in unique if f.severity != ERROR]
-    return Report(image=image, location=location, findings=tuple(ordered), manifest=summary)
+    return Report(
+        image=image, location=location, findings=tuple(ordered), manifest=summary or ManifestSummary()
+    )
 
 
-def _inspect(
-    uri: Any, platform: str, registry: RegistryClient | None
-) -> tuple[ManifestInfo | None, list[Finding]]:
-    """Read the manifest of an Artifact Registry image; registry failures become findings."""
-    if registry is None or not isinstance(uri, str):
-        return None, []
-    try:
-        ref = parse_image_uri(uri)
-    except ImageReferenceError:
-        return None, []
-    if not ref.is_artifact_registry:
-        return None, []  # already an error; and never send requests to arbitrary hosts
-    try:
-        info = registry.inspect(ref, platform=platform)
-    except RegistryError as exc:
-        return None, [_error(exc.code, exc.message, exc.hint)]
-    return info, check_manifest(info)
+_PLATFORM_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){1,2}$")

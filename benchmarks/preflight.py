@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import versions, write_section
 
-from airflow_batch_streaming import preflight, registry
+from airflow_batch_streaming import checker, registry
 from airflow_batch_streaming.testing.registry import LocalRegistry, build_image, push_built, random_layer
 
 MIB = 1024 * 1024
@@ -68,12 +68,12 @@ def _human(n: float) -> str:
 
 
 def _check(uri: str, base_url: str, *, cold: bool) -> Measure:
-    """One `preflight.check_image` with a fresh client; `cold` forgets the process-wide cache first."""
+    """One `checker.check_image` with a fresh client; `cold` forgets the process-wide cache first."""
     if cold:
         registry.clear_cache()
     client = registry.RegistryClient(base_url=base_url)
     t0 = time.perf_counter()
-    report = preflight.check_image(uri, REGION, registry=client)
+    report = checker.check_image(uri, REGION, registry=client)
     seconds = time.perf_counter() - t0
     if not report.ok:
         raise RuntimeError(f"preflight of {uri} failed:\n{report.format_text()}")
@@ -161,7 +161,7 @@ def _ms(seconds: float) -> str:
 
 def render(rows: list[Row], runs: int) -> str:
     lines = [
-        f"Local `docker-registry` ({_registry_version()}) on 127.0.0.1; `preflight.check_image(uri, "
+        f"Local `docker-registry` ({_registry_version()}) on 127.0.0.1; `checker.check_image(uri, "
         f'"{REGION}", registry=RegistryClient(base_url=...))`, a fresh client each time, registry '
         f"checks only (no Service Usage call). Times are medians of {runs} runs; requests and bytes "
         "are the client's own counters (`requests`, `bytes_read`: response bodies). Each image has "

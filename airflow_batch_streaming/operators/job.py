@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, conf
 
-from airflow_batch_streaming import locations, preflight, status
+from airflow_batch_streaming import checker, locations, preflight, status
 from airflow_batch_streaming.exceptions import BatchJobTimeoutError, BatchStreamingError
 from airflow_batch_streaming.links import (
     BATCH_JOB_XCOM_KEY,
@@ -443,7 +443,7 @@ class BatchStreamingJobOperator(BaseOperator):
         return None
 
     def _run_preflight(self, hook: BatchStreamingHook, rest: dict[str, Any], context: Context) -> Report:
-        report = preflight.check_job(
+        report = checker.check_job(
             rest,
             self.region,
             project=self.project_id,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_batch_streaming import preflight
+from airflow_batch_streaming import checker
 from airflow_batch_streaming.operators._common import coerce_rendered, is_dynamic
 
 if TYPE_CHECKING:
@@ -106,9 +106,9 @@ class BatchStreamingPreflightOperator(BaseOperator):
             "api_check": hook.is_service_enabled if self.check_api else None,
         }
         if self.job is not None:
-            report = preflight.check_job(coerce_rendered(self.job), self.region, **options)
+            report = checker.check_job(coerce_rendered(self.job), self.region, **options)
         else:
-            report = preflight.check_image(self.image_uri or "", self.region, **options)
+            report = checker.check_image(self.image_uri or "", self.region, **options)
         self.log.info("Preflight:\n%s", report.format_text())
         if self.fail_on_errors:
             report.raise_for_errors(fail_on_warnings=self.fail_on_warnings)

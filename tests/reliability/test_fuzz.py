@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_support import IMAGE, TI, ctx
 
-from airflow_batch_streaming import preflight, spec
+from airflow_batch_streaming import checker, spec
 from airflow_batch_streaming.exceptions import BatchJobFailedError
 from airflow_batch_streaming.image import ImageReference, ImageReferenceError, parse_image_uri
 from airflow_batch_streaming.operators import BatchStreamingJobOperator
@@ -202,7 +202,7 @@ def _image_references(uri: str, location: str) -> None:
         assert error.message and isinstance(error.hint, str)
     else:
         assert isinstance(ref, ImageReference) and parse_image_uri(str(ref)) == ref
-    report = preflight.check_image(uri, location, registry=None, api_check=None)
+    report = checker.check_image(uri, location, registry=None, api_check=None)
     assert isinstance(report, Report) and report.image == uri
     json.dumps(report.to_dict(), allow_nan=False)
     report.format_text()
@@ -267,7 +267,7 @@ def _job_json(job: Any, form: str, location: str) -> None:
         return
     json.dumps(rest, allow_nan=False)
     spec.streaming_containers(rest)
-    report = preflight.check_job(rest, location, registry=None, api_check=None)
+    report = checker.check_job(rest, location, registry=None, api_check=None)
     assert isinstance(report, Report)
     json.dumps(report.to_dict(), allow_nan=False)
     try:
@@ -349,7 +349,7 @@ def _job_specs(kwargs: dict[str, Any], region: str | None) -> None:
         return
     assert problems == []
     json.dumps(rest, allow_nan=False)
-    assert isinstance(preflight.check_job(rest, region or REGION, registry=None, api_check=None), Report)
+    assert isinstance(checker.check_job(rest, region or REGION, registry=None, api_check=None), Report)
 
 
 def test_job_specs_compile_or_list_their_problems() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 from reliability_support import IMAGE, PROJECT, REGION, TI, ctx
 
-from airflow_batch_streaming import preflight
+from airflow_batch_streaming import checker
 from airflow_batch_streaming.emulator import Emulator
 from airflow_batch_streaming.exceptions import PreflightFailedError
 from airflow_batch_streaming.hooks.batch import BatchStreamingHook
@@ -125,7 +125,7 @@ def test_a_registry_fault_is_one_clear_finding_without_the_token(
     set_up(static_registry)
     client = RegistryClient(base_url=static_registry.url, token_provider=lambda: TOKEN, timeout=1)
     started = time.monotonic()
-    report = preflight.check_image(IMAGE, REGION, project=PROJECT, registry=client)
+    report = checker.check_image(IMAGE, REGION, project=PROJECT, registry=client)
     assert time.monotonic() - started < NO_HANG
 
     assert [finding.code for finding in report.errors] == [code]

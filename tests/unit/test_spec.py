@@ -519,7 +519,9 @@ def test_allowed_locations_region_wins_when_no_region_is_given() -> None:
     assert interface["subnetwork"] == "regions/us-west1/subnetworks/sub"
 
 
-@pytest.mark.parametrize("allowed", ["zones/us-west1-a", ["zones/us-west1-a"], ["us-west1"], "regions/us-west1"])
+@pytest.mark.parametrize(
+    "allowed", ["zones/us-west1-a", ["zones/us-west1-a"], ["us-west1"], "regions/us-west1"]
+)
 def test_allowed_locations_outside_the_job_region_are_refused(allowed: object) -> None:
     # Batch refuses them since 2026-07-31 (real-api-facts.md); a string and a list agree.
     problems = JobSpec(IMAGE, allowed_locations=allowed).problems(region="us-central1")  # type: ignore[arg-type]
