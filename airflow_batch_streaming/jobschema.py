@@ -179,7 +179,7 @@ class _Walker:
                 if result is not None:
                     converted[str(key)] = result
             return converted
-        if fd.label == fd.LABEL_REPEATED:
+        if fd.is_repeated:
             if not isinstance(value, list):
                 self.add(f"{path} must be a list, got {_kind(value)}")
                 return None

@@ -289,11 +289,13 @@ class BatchStreamingJobOperator(BaseOperator):
             vm_region = None
             if region_ok and "allowed_locations" not in dynamic:
                 vm_region = _vm_region(self.allowed_locations, self.region)
-            for finding in preflight.check_reference(self.image_uri, vm_region):
+            # Only what is certainly wrong fails the DAG file; what the tables may lag on
+            # (a region the multi-region table does not list yet) is checked again at run time.
+            for finding in preflight.check_reference(self.image_uri, vm_region, strict=False):
                 if finding.severity == preflight.ERROR:
                     hint = f" ({finding.hint})" if finding.hint else ""
                     problems.append(f"image_uri: {finding.message}{hint}")
-        return problems
+        return list(dict.fromkeys(problems))  # JobSpec and the preflight share the URI parser
 
     # ------------------------------------------------------------------ run time
 
@@ -617,10 +619,9 @@ def _streams(flag: Any) -> bool:
 
 
 def _vm_region(allowed: Any, region: str) -> str | None:
-    if isinstance(allowed, str):
-        return None  # the spec reports it
+    """The VMs' region; `allowed_locations` as one string is read as a list of one, as JobSpec does."""
     try:
-        rest = {"allocationPolicy": {"location": {"allowedLocations": list(allowed or [])}}}
+        rest = {"allocationPolicy": {"location": {"allowedLocations": allowed or []}}}
         return locations.vm_region(rest, region)
     except (locations.LocationError, TypeError):
         return None  # reported by the spec (bad or several regions)

@@ -1,4 +1,4 @@
-"""The preflight's pure rules, the report, and the orchestrators with injected fakes."""
+"""The preflight's pure rules, the report, and the checker with injected fakes."""
 
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ from airflow_batch_streaming.preflight import (
     Finding,
     ManifestSummary,
     Report,
-    check_api,
+    api_findings,
     check_containers,
-    check_image,
-    check_job,
     check_logs_policy,
     check_manifest,
     check_mixed_runtimes,
     check_reference,
 )
+from airflow_batch_streaming.checker import check_image, check_job
 from airflow_batch_streaming.registry import Layer, ManifestInfo, RegistryError
+from airflow_batch_streaming.testing import tar_layer
 from airflow_batch_streaming.spec import SpecError
 
 AR = "us-central1-docker.pkg.dev/proj/repo/app"
@@ -80,8 +80,7 @@ def test_a_non_string_image_uri_is_invalid() -> None:
 @pytest.mark.parametrize(
     "uri",
     [
-        f"gcr.io/proj/app@{DIGEST}",
-        f"us.gcr.io/proj/app@{DIGEST}",
+        f"mirror.gcr.io/library/app@{DIGEST}",
         f"ubuntu@{DIGEST}",
         f"docker.io/library/ubuntu@{DIGEST}",
         f"quay.io/org/app@{DIGEST}",
@@ -144,8 +143,25 @@ def test_mutable_tag_is_a_warning_with_the_digest_to_pin() -> None:
     assert "'latest'" in latest.message
 
 
-def test_a_gcr_image_with_a_tag_gets_both_findings() -> None:
-    assert codes(check_reference("gcr.io/p/app:1", "us-central1")) == ["not-artifact-registry", "mutable-tag"]
+@pytest.mark.parametrize(
+    ("host", "served", "outside"),
+    [
+        ("gcr.io", "us-east1", "europe-west1"),
+        ("us.gcr.io", "us-central1", "asia-east1"),
+        ("eu.gcr.io", "europe-west4", "us-central1"),
+        ("asia.gcr.io", "asia-northeast1", "europe-west1"),
+    ],
+)
+def test_gcr_io_is_an_artifact_registry_repository_checked_by_location(
+    host: str, served: str, outside: str
+) -> None:
+    # Container Registry's hosts are Artifact Registry gcr.io repositories since 2025.
+    uri = f"{host}/p/app@{DIGEST}"
+    [warning] = check_reference(uri, served)
+    assert (warning.code, warning.severity) == ("gcr-io-host", "warning")
+    assert f"-docker.pkg.dev/p/{host}/app@{DIGEST}" in warning.hint
+    assert "not Artifact Registry" not in warning.message
+    assert codes(check_reference(uri, outside)) == ["location-mismatch", "gcr-io-host"]
 
 
 # ---------------------------------------------------------------- job rules
@@ -234,35 +250,34 @@ def test_logs_to_cloud_logging_pass() -> None:
     assert check_logs_policy({"logs_policy": {"destination": "CLOUD_LOGGING"}}) == []
 
 
-# ---------------------------------------------------------------- check_api
+# ---------------------------------------------------------------- api_findings
 
 
-def test_api_check_none_is_silent() -> None:
-    assert check_api("p", None) == []
-    assert check_api(None, None) == []
+def test_api_check_not_asked_is_silent() -> None:
+    assert api_findings("p", None) == []
+    assert check_image(PINNED, "us-central1", project="p", api_check=None).findings == ()
 
 
 def test_api_check_without_project_is_skipped() -> None:
-    [finding] = check_api(None, lambda project: True)
+    [finding] = api_findings(None, True)
     assert (finding.code, finding.severity) == ("api-check-skipped", "warning")
-    assert "project" in finding.hint
+    assert "--project" in finding.hint
 
 
 def test_api_enabled_and_disabled() -> None:
-    assert check_api("p", lambda project: True) == []
-    [finding] = check_api("p", lambda project: False)
+    assert api_findings("p", True) == []
+    [finding] = api_findings("my project", False)
     assert (finding.code, finding.severity) == ("api-disabled", "error")
-    assert "gcloud services enable containerfilesystem.googleapis.com --project p" in finding.hint
-    assert "VPC Service Controls" in finding.hint
+    assert "gcloud services enable containerfilesystem.googleapis.com --project 'my project'" in finding.hint
 
 
 def test_a_failing_api_check_is_skipped_with_its_reason() -> None:
     def boom(project: str) -> bool:
-        raise PermissionError("403 Permission denied on resource project p")
+        raise PermissionError("no credentials here")
 
-    [finding] = check_api("p", boom)
+    [finding] = check_image(PINNED, "us-central1", project="p", api_check=boom).findings
     assert (finding.code, finding.severity) == ("api-check-skipped", "warning")
-    assert "PermissionError: 403 Permission denied" in finding.message
+    assert "PermissionError: no credentials here" in finding.message
 
 
 # ---------------------------------------------------------------- report
@@ -466,6 +481,7 @@ class FakeRegistry:
     def __init__(self, answers: dict[str, ManifestInfo | RegistryError] | None = None) -> None:
         self.answers = answers or {}
         self.calls: list[tuple[str, str]] = []
+        self.blobs: list[str] = []
 
     def inspect(self, ref: Any, platform: str = "linux/amd64") -> ManifestInfo:
         self.calls.append((str(ref), platform))
@@ -473,6 +489,10 @@ class FakeRegistry:
         if isinstance(answer, RegistryError):
             raise answer
         return answer
+
+    def read_blob(self, ref: Any, digest: str, *, limit: int) -> bytes:
+        self.blobs.append(digest)
+        return tar_layer({"app/file": b"content"})
 
 
 def fake(answers: dict[str, ManifestInfo | RegistryError] | None = None) -> Any:
@@ -483,6 +503,7 @@ def test_check_image_good() -> None:
     registry = fake()
     report = check_image(PINNED, "us-central1", registry=registry)
     assert report.ok and report.findings == ()
+    assert registry.blobs == [digest(1), digest(2)]  # both layers are small: read to judge content
     assert report.manifest == ManifestSummary(DIGEST, OCI_MANIFEST, 2)
     assert registry.calls == [(PINNED, "linux/amd64")]
     assert report.image == PINNED and report.location == "us-central1"
@@ -516,21 +537,24 @@ def test_check_image_pins_the_index_digest() -> None:
 def test_registry_errors_become_findings(code: str) -> None:
     registry = fake({PINNED: RegistryError(code, "it went wrong", "do this")})
     report = check_image(PINNED, "us-central1", registry=registry)
-    assert report.findings == (Finding(code, "error", "it went wrong", "do this"),)
+    message = "it went wrong"
+    if code == "platform-not-found":  # the assumption is stated, not hidden
+        message += " (linux/amd64 was assumed: no platform given)"
+    assert report.findings == (Finding(code, "error", message, "do this"),)
     assert report.manifest == ManifestSummary()
 
 
 def test_registry_is_not_asked_about_other_hosts() -> None:
     registry = fake()
-    report = check_image("gcr.io/p/app:1", "us-central1", registry=registry)
+    report = check_image("quay.io/p/app:1", "us-central1", registry=registry)
     assert codes(report) == ["not-artifact-registry", "mutable-tag"]
     assert registry.calls == []
 
 
 def test_an_invalid_location_is_a_finding() -> None:
-    report = check_image(PINNED, "mars-north1-zz")
+    report = check_image(PINNED, "mars")
     assert codes(report) == ["invalid-location"]
-    assert report.location == "mars-north1-zz"
+    assert report.location == "mars"
 
 
 def test_an_invalid_platform_is_a_finding_and_skips_the_registry() -> None:
@@ -547,7 +571,7 @@ def test_check_image_with_api_check() -> None:
 
 
 def test_a_job_with_every_problem_gets_every_finding() -> None:
-    gcr = "gcr.io/p/legacy:1"
+    gcr = "quay.io/p/legacy:1"
     rest = job(
         runnable(f"{AR}:v1", options="--privileged", username="u"),
         runnable(gcr, blockExternalNetwork=True),
@@ -564,12 +588,14 @@ def test_a_job_with_every_problem_gets_every_finding() -> None:
     )
     report = check_job(rest, "us-central1", project="p", registry=registry, api_check=lambda p: False)
     assert codes(report) == [
+        "location-outside-job-region",
         "location-mismatch",
         "not-artifact-registry",
         "unsupported-container-field",
         "unsupported-container-field",
         "unsupported-container-field",
         "mixed-runtimes",
+        "platform-mismatch",  # the fake image is amd64, t2a is Arm
         "duplicate-layer",
         "api-disabled",
         "logs-disabled",
@@ -635,11 +661,10 @@ def test_allowed_locations_spanning_regions() -> None:
     assert codes(report) == ["multiple-regions"]
 
 
-def test_a_streaming_container_without_image() -> None:
+def test_a_streaming_container_without_image_is_refused_like_the_api() -> None:
     rest = job({"container": {"enableImageStreaming": True, "commands": ["x"]}})
-    report = check_job(rest, "us-central1", registry=fake())
-    assert codes(report) == ["invalid-image-uri"]
-    assert report.image == ""
+    with pytest.raises(SpecError, match=r"container\.imageUri is required"):
+        check_job(rest, "us-central1", registry=fake())
 
 
 @pytest.mark.parametrize("bad", ["not json", "[1, 2]", '{"taskGroups": 3}', b"\xff"])
