@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_batch_streaming import preflight
+from airflow_batch_streaming.checker import check_image, check_job
 from airflow_batch_streaming.exceptions import PreflightFailedError
 from airflow_batch_streaming.preflight import (
     EMPTY_BLOB,
@@ -27,10 +28,9 @@ from airflow_batch_streaming.preflight import (
     check_mixed_runtimes,
     check_reference,
 )
-from airflow_batch_streaming.checker import check_image, check_job
 from airflow_batch_streaming.registry import Layer, ManifestInfo, RegistryError
-from airflow_batch_streaming.testing import tar_layer
 from airflow_batch_streaming.spec import SpecError
+from airflow_batch_streaming.testing import tar_layer
 
 AR = "us-central1-docker.pkg.dev/proj/repo/app"
 DIGEST = "sha256:" + "ab" * 32
