@@ -11,7 +11,6 @@ import functools
 import gzip
 import hashlib
 import io
-import tarfile
 import zlib
 from dataclasses import asdict, dataclass
 from typing import Any, Final
@@ -72,10 +71,10 @@ EMPTY_LAYER_DIGESTS: Final = {
     EMPTY_BLOB: "a zero-byte blob",
 }
 
-# A layer blob at most this large (compressed) may be read to see whether it is an empty
-# archive: an empty tar of any block factor gzips to well under 1 KiB. Larger layers are
-# never read.
-SMALL_LAYER_LIMIT: Final = 8 * 1024
+# A layer blob at most this large may be read to see whether it is an empty archive: an
+# empty tar gzips to well under 1 KiB, and stored uncompressed (or gzip level 0) the common
+# 10,240-byte form still fits. Larger layers are never read.
+SMALL_LAYER_LIMIT: Final = 16 * 1024
 # The most decompressed bytes looked at; an empty tar padded to a larger record is still
 # recognised by its diff_id when the padding is zeros.
 _UNPACKED_LIMIT: Final = 1024 * 1024
@@ -193,12 +192,32 @@ def empty_layer_content(blob: bytes) -> bool | None:
     unpacked = _unpack(blob)
     if unpacked is None:
         return None
-    if not unpacked.strip(b"\0"):
-        return True  # zero bytes or only zero blocks: no header at all
+    offset = 0
+    while offset + _BLOCK <= len(unpacked):
+        header = unpacked[offset : offset + _BLOCK]
+        if not header.strip(b"\0"):
+            return True  # the end-of-archive zero block before any entry
+        if not _valid_header(header):
+            return None
+        if header[156:157] != b"g":  # anything but a pax global header is (or precedes) an entry
+            return False
+        size = _octal(header[124:136])
+        if size is None:
+            return None
+        offset += _BLOCK + -(-size // _BLOCK) * _BLOCK
+    return None if unpacked[offset:].strip(b"\0") else True  # only global headers, or nothing
+
+
+def _valid_header(header: bytes) -> bool:
+    stored = _octal(header[148:156])
+    return stored is not None and stored == sum(header[:148]) + 8 * 32 + sum(header[156:])
+
+
+def _octal(field: bytes) -> int | None:
+    text = field.replace(b"\0", b" ").strip()
     try:
-        with tarfile.open(fileobj=io.BytesIO(unpacked), mode="r:") as archive:
-            return archive.next() is None  # pax global headers alone are not entries
-    except (tarfile.TarError, EOFError, OSError, ValueError):
+        return int(text, 8) if text else 0
+    except ValueError:
         return None
 
 
