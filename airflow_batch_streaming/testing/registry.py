@@ -140,6 +140,7 @@ class Layer:
     media_type: str | None = None  # None: the gzipped layer type of the manifest's flavour
     diff_id: str | None = None  # None: computed from data
     size: int | None = None  # None: len(data); set it to make the manifest lie
+    urls: tuple[str, ...] = ()  # a foreign layer's download URLs (its blob need not be pushed)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,14 @@ def build_image(
         digest = sha256_digest(spec.data)
         blobs[digest] = spec.data
         size = len(spec.data) if spec.size is None else spec.size
-        descriptors.append({"mediaType": spec.media_type or default_type, "size": size, "digest": digest})
+        descriptor: dict[str, Any] = {
+            "mediaType": spec.media_type or default_type,
+            "size": size,
+            "digest": digest,
+        }
+        if spec.urls:
+            descriptor["urls"] = list(spec.urls)
+        descriptors.append(descriptor)
     media_type = MEDIA_TYPE_OCI_MANIFEST if oci else MEDIA_TYPE_DOCKER_MANIFEST
     manifest = {
         "schemaVersion": 2,
@@ -216,6 +224,35 @@ def build_image(
     }
     body = _dumps(manifest)
     return BuiltImage(body, media_type, sha256_digest(body), blobs)
+
+
+def build_artifact(
+    config_media_type: str,
+    layers: Sequence[tuple[str, bytes]],
+    *,
+    config: bytes = b"{}",
+    artifact_type: str | None = None,
+    subject: BuiltImage | None = None,
+) -> BuiltImage:
+    """An OCI manifest that is not a container image: a Helm chart, SBOM, signature, WASM module."""
+    blobs: dict[str, bytes] = {sha256_digest(config): config}
+    descriptors = []
+    for media_type, data in layers:
+        blobs[sha256_digest(data)] = data
+        descriptors.append({"mediaType": media_type, "size": len(data), "digest": sha256_digest(data)})
+    manifest: dict[str, Any] = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_MANIFEST}
+    if artifact_type:
+        manifest["artifactType"] = artifact_type
+    manifest["config"] = {
+        "mediaType": config_media_type,
+        "size": len(config),
+        "digest": sha256_digest(config),
+    }
+    manifest["layers"] = descriptors
+    if subject is not None:
+        manifest["subject"] = subject.descriptor()
+    body = _dumps(manifest)
+    return BuiltImage(body, MEDIA_TYPE_OCI_MANIFEST, sha256_digest(body), blobs)
 
 
 def build_index(children: Mapping[str, BuiltImage], *, oci: bool = True) -> BuiltImage:
