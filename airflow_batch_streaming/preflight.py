@@ -523,9 +523,8 @@ def check_container_image(info: ManifestInfo) -> list[Finding]:
         reasons.append(f"its config is {config}")
     if info.artifact_type and info.artifact_type not in oci.IMAGE_CONFIG_TYPES:
         reasons.append(f"its artifactType is {info.artifact_type}")
-    others = sorted(
-        {x.media_type for x in info.layers if x.media_type and x.media_type not in oci.CONTAINER_LAYER_TYPES}
-    )
+    layer_types = oci.CONTAINER_LAYER_TYPES | {oci.MEDIA_TYPE_OCI_EMPTY}  # an empty layer: reported as such
+    others = sorted({x.media_type for x in info.layers if x.media_type and x.media_type not in layer_types})
     if others:
         reasons.append(f"its layers are {', '.join(others)}")
     if not reasons:

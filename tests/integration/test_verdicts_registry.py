@@ -109,7 +109,7 @@ def test_single_architecture_images(
         )
     if amd64_vms:
         [finding] = report.errors
-        assert platform.split("/")[0] in finding.message and "linux/amd64" in finding.message
+        assert platform.split("/", maxsplit=1)[0] in finding.message and "linux/amd64" in finding.message
         assert "linux/amd64 was assumed" in finding.message
 
 
