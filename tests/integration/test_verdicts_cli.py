@@ -217,7 +217,7 @@ def test_hints_quote_shell_arguments() -> None:
     assert "--project 'my project'" in hints
 
 
-# ------------------------------------------------------------------ the property: 0, 1 or 2, never a traceback
+# ------------------------------------------------------------ the property: 0, 1 or 2, never a traceback
 
 _scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=10)
 _json = st.recursive(
