@@ -231,6 +231,25 @@ def test_every_empty_archive_is_an_empty_layer(
     assert client.bytes_read < 64 * 1024
 
 
+def _zstd_rle(size: int) -> bytes:
+    """A zstd frame of `size` zero bytes, written by hand (one RLE block): no zstd module needed."""
+    header = bytes([0x28, 0xB5, 0x2F, 0xFD, 0x60]) + (size - 256).to_bytes(2, "little")
+    return header + ((size << 3) | (1 << 1) | 1).to_bytes(3, "little") + b"\0"
+
+
+@pytest.mark.parametrize("size", [1024, 10240])
+def test_a_zstd_empty_archive_is_found_by_its_diff_id(local_registry: LocalRegistry, size: int) -> None:
+    blob = _zstd_rle(size)
+    layer = BuildLayer(
+        blob,
+        media_type=oci.MEDIA_TYPE_OCI_LAYER_ZSTD,
+        diff_id=f"sha256:{hashlib.sha256(bytes(size)).hexdigest()}",
+    )
+    uri = push(local_registry, f"empty-zstd-{size}", build_image([REAL, layer], oci=True))
+    report, _ = check(local_registry, uri)
+    assert errors(report) == ["empty-layer"]
+
+
 def test_large_layers_are_never_read(local_registry: LocalRegistry) -> None:
     big = random_layer(3 * 1024 * 1024, seed=11)
     uri = push(local_registry, "big-layer", build_image([REAL, big], oci=True))

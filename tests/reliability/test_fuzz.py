@@ -267,9 +267,13 @@ def _job_json(job: Any, form: str, location: str) -> None:
         return
     json.dumps(rest, allow_nan=False)
     spec.streaming_containers(rest)
-    report = checker.check_job(rest, location, registry=None, api_check=None)
-    assert isinstance(report, Report)
-    json.dumps(report.to_dict(), allow_nan=False)
+    try:  # a job the Batch API would refuse is refused here too, listing every problem
+        report = checker.check_job(rest, location, registry=None, api_check=None)
+    except SpecError as error:
+        assert_spec_error(error)
+    else:
+        assert isinstance(report, Report)
+        json.dumps(report.to_dict(), allow_nan=False)
     try:
         spec.rest_to_job(rest)
     except SpecError as error:
