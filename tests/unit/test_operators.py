@@ -30,6 +30,7 @@ from airflow_batch_streaming.operators import (
     BatchStreamingPreflightOperator,
 )
 from airflow_batch_streaming.operators.job import (
+    LABEL_SPEC,
     LABEL_TI,
     LABEL_TRY,
     label_value,
@@ -83,6 +84,17 @@ def run_to(fake: FakeHook, *states: str) -> None:
 
 def own_labels(ti: FakeTI, try_number: int) -> dict[str, str]:
     return task_instance_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, try_number)
+
+
+def earlier_job(
+    fake: FakeHook, ti: FakeTI, try_number: int, state: str, **op_kwargs: Any
+) -> dict[str, Any]:
+    """The job try `try_number` of `ti` made (with `op_kwargs` as its arguments), under its own name."""
+    op = make_op(fake, **op_kwargs)
+    then = context(
+        FakeTI(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index, try_number=try_number)
+    )
+    return fake.add_job(op.job_id_for(then), state, labels=op.build_job(then)["labels"])
 
 
 # --------------------------------------------------------------------------- import cost
@@ -165,8 +177,13 @@ def test_build_job_adds_task_instance_labels_and_parses_rendered_lists() -> None
     container = rest["taskGroups"][0]["taskSpec"]["runnables"][0]["container"]
     assert container["commands"] == ["/bin/sh", "-c", "echo hi"]
     assert container["enableImageStreaming"] is True
+    spec = rest["labels"].pop(LABEL_SPEC)
     assert rest["labels"] == {"team": "data", **own_labels(ti, 3)}
     assert rest["logsPolicy"] == {"destination": "CLOUD_LOGGING"}
+    # The spec hash ignores the try, and changes with anything submitted.
+    assert op.build_job(context(FakeTI(try_number=1)))["labels"][LABEL_SPEC] == spec
+    op.commands = ["/bin/sh", "-c", "echo bye"]
+    assert op.build_job(context(ti))["labels"][LABEL_SPEC] != spec
 
 
 def test_label_values_satisfy_gcp_rules() -> None:
@@ -191,9 +208,17 @@ def test_job_ids_are_deterministic_per_try_and_distinct_otherwise() -> None:
 
 
 def test_rendering_shows_the_job_as_json() -> None:
+    """No private Airflow API: `job` is set in execute, and Airflow records the rendered
+    fields again after the task (the public `overwrite_rtif_after_execution`)."""
     op = make_op(image_uri="{{ params.image }}", environment={"WHO": "{{ params.who }}"})
-    op.render_template_fields(context(params={"image": IMAGE, "who": "world"}))
+    assert "_do_render_template_fields" not in vars(BatchStreamingJobOperator)
+    assert BatchStreamingJobOperator.overwrite_rtif_after_execution is True
+    ctx = context(params={"image": IMAGE, "who": "world"})
+    op.render_template_fields(ctx)
     assert op.image_uri == IMAGE
+    install(op, FakeHook())
+    op.preflight, op.wait_for_completion = False, False
+    op.execute(ctx)
     assert op.job is not None
     assert op.job["taskGroups"][0]["taskSpec"]["environment"] == {"variables": {"WHO": "world"}}
     json.dumps(op.job)
@@ -214,7 +239,9 @@ def test_execute_waits_and_returns_the_summary_after_pushing_links() -> None:
     assert ti.xcoms[BATCH_JOB_XCOM_KEY]["name"] == result["name"]
     assert ti.xcoms[BatchJobConsoleLink.key] == result["console_url"]
     assert ti.xcoms[BatchJobLogsLink.key] == result["logs_url"]
-    assert fake.methods()[:3] == ["list_jobs", "is_service_enabled", "create_job"]
+    # This try's name is read first (GetJob, consistent); no ListJobs for a first try.
+    assert fake.methods()[:3] == ["get_job", "is_service_enabled", "create_job"]
+    assert "list_jobs" not in fake.methods()
     assert fake.methods().count("create_job") == 1
 
 
@@ -246,11 +273,12 @@ def test_transient_read_errors_are_tolerated_while_waiting() -> None:
     fake = FakeHook()
     run_to(fake, "RUNNING", "SUCCEEDED")
     fake.get_errors = [ServiceUnavailable("blip"), ServiceUnavailable("blip")]
-    assert make_op(fake).execute(context())["state"] == "SUCCEEDED"
+    assert make_op(fake, reattach=False).execute(context())["state"] == "SUCCEEDED"
+    assert fake.methods().count("get_job") == 4  # two failed reads, RUNNING, SUCCEEDED: no retry on top
     fake = FakeHook()
     fake.get_errors = [PermissionDenied("no")]
-    with pytest.raises(PermissionDenied):
-        make_op(fake).execute(context())
+    with pytest.raises(BatchStreamingError, match="no"):
+        make_op(fake, reattach=False).execute(context())
 
 
 def test_timeout_cancels_the_job() -> None:
@@ -266,7 +294,7 @@ def test_wait_for_completion_false_returns_at_once() -> None:
     fake = FakeHook()
     result = make_op(fake, wait_for_completion=False).execute(context())
     assert result["state"] == "QUEUED"
-    assert "get_job" not in fake.methods()
+    assert fake.methods() == ["get_job", "is_service_enabled", "create_job"]  # the lookup, no wait
 
 
 def test_preflight_errors_stop_the_submission() -> None:
@@ -299,7 +327,7 @@ def test_no_preflight_means_no_registry_or_api_call() -> None:
 def test_reattaches_to_a_running_job_of_an_earlier_try() -> None:
     fake = FakeHook()
     ti = FakeTI(try_number=2)
-    earlier = fake.add_job("earlier", "RUNNING", labels=own_labels(ti, 1))
+    earlier = earlier_job(fake, ti, 1, "RUNNING")
     fake.script[earlier["name"]] = ["SUCCEEDED"]
     result = make_op(fake).execute(context(ti))
     assert result["name"] == earlier["name"]
@@ -309,17 +337,17 @@ def test_reattaches_to_a_running_job_of_an_earlier_try() -> None:
 def test_a_succeeded_job_is_not_run_again() -> None:
     fake = FakeHook()
     ti = FakeTI(try_number=3)
-    fake.add_job("old", "FAILED", labels=own_labels(ti, 1))
-    done = fake.add_job("done", "SUCCEEDED", labels=own_labels(ti, 2))
+    earlier_job(fake, ti, 1, "FAILED")
+    done = earlier_job(fake, ti, 2, "SUCCEEDED")
     result = make_op(fake, deferrable=True).execute(context(ti))
     assert result["name"] == done["name"] and result["state"] == "SUCCEEDED"
-    assert fake.methods() == ["list_jobs"]
+    assert fake.methods() == ["get_job"] * 3  # tries 3, 2, 1 by name
 
 
 def test_a_failed_job_is_rerun_as_a_new_job() -> None:
     fake = FakeHook()
     ti = FakeTI(try_number=2)
-    failed = fake.add_job("failed", "FAILED", labels=own_labels(ti, 1))
+    failed = earlier_job(fake, ti, 1, "FAILED")
     other = fake.add_job("other-ti", "RUNNING", labels={LABEL_TI: "someone-else"})
     result = make_op(fake, wait_for_completion=False).execute(context(ti))
     assert result["name"] not in (failed["name"], other["name"])
@@ -329,9 +357,9 @@ def test_a_failed_job_is_rerun_as_a_new_job() -> None:
 def test_reattach_false_always_creates_this_tries_job() -> None:
     fake = FakeHook()
     ti = FakeTI(try_number=2)
-    fake.add_job("done", "SUCCEEDED", labels=own_labels(ti, 1))
+    earlier_job(fake, ti, 1, "SUCCEEDED")
     make_op(fake, reattach=False, wait_for_completion=False).execute(context(ti))
-    assert "list_jobs" not in fake.methods() and "create_job" in fake.methods()
+    assert fake.methods() == ["is_service_enabled", "create_job"]
 
 
 def test_same_try_rerun_finds_its_own_job() -> None:
@@ -379,7 +407,7 @@ def test_defers_with_an_absolute_deadline_and_a_serializable_trigger() -> None:
     assert isinstance(deferred.timeout, timedelta) and deferred.timeout.total_seconds() > 600
     # The links are there while the task is deferred.
     assert ctx["ti"].xcoms[BATCH_JOB_XCOM_KEY]["name"] == kwargs["job_name"]
-    assert "get_job" not in fake.methods()  # the create response is the state check
+    assert fake.methods().count("get_job") == 1  # the lookup; the create response is the state check
 
 
 def test_execute_complete_success_uses_the_event_summary() -> None:

@@ -405,6 +405,7 @@ class FakeAsyncHook:
 async def _wait_all(hook: FakeAsyncHook, names: list[str]) -> list[WatchResult]:
     watcher = watcher_module.JobWatcher(asyncio.get_running_loop(), budget=ReadBudget(60_000))
     watcher._hook = hook  # type: ignore[assignment]
+    watcher._hook_made = time.monotonic()
     return list(await asyncio.gather(*(watcher.wait(name) for name in names)))
 
 
