@@ -406,8 +406,7 @@ class BatchStreamingJobOperator(BaseOperator):
             return summary
         if self.deferrable:
             self._defer(name, self._deadline(summary, context))
-        event = hook.wait_for_job(name, poll_interval=self.poll_interval, end_time=self._deadline(summary))
-        return self.execute_complete(context, event)
+        return self._wait(context, name, self._deadline(summary))
 
     def _create(self, hook: BatchStreamingHook, rest: dict[str, Any], job_id: str) -> dict[str, Any]:
         """Create this try's job (the hook retries, with one request ID) and check it is ours.
@@ -566,6 +565,11 @@ class BatchStreamingJobOperator(BaseOperator):
             timeout = timedelta(seconds=max(deadline - time.time(), 0.0) + DEFER_GRACE_SECONDS)
         self.log.info("Deferring: the triggerer waits for job %s", name)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
+
+    def _wait(self, context: Context, name: str, deadline: float | None) -> dict[str, Any]:
+        """Wait on the worker: the hook's wait loop, and the same ending as a deferred wait."""
+        event = self.hook.wait_for_job(name, poll_interval=self.poll_interval, end_time=deadline)
+        return self.execute_complete(context, event)
 
     def _cancel(self, hook: BatchStreamingHook, name: str, *, why: str) -> bool:
         self.log.warning("Cancelling job %s: %s", name, why)
