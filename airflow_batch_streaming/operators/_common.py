@@ -361,11 +361,7 @@ def tail_output(
         )[:lines]
 
     entries, before = read(), -1
-    while (
-        ended is not None
-        and before < len(entries) < lines
-        and time.time() - ended < LOG_INGESTION_SECONDS
-    ):
+    while ended is not None and before < len(entries) < lines and time.time() - ended < LOG_INGESTION_SECONDS:
         sleep(LOG_REREAD_SECONDS)
         before, entries = len(entries), read()
     out = []
