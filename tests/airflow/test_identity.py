@@ -106,7 +106,7 @@ def test_a_mapped_deferred_timeout_cancels_every_job(runs: dict[str, Any]) -> No
     mine = [
         j
         for j in runs["jobs"].values()
-        if j["labels"]["airflow-task"] == "mapped-timeout" and commands(j)[0] == "sleep"
+        if j["labels"]["airflow-task"] == "mapped_timeout" and commands(j)[0] == "sleep"
     ]
     assert len(mine) == 6  # two map indexes, three runs
     assert {j["final"] for j in mine} == {"CANCELLED"}
@@ -115,5 +115,5 @@ def test_a_mapped_deferred_timeout_cancels_every_job(runs: dict[str, Any]) -> No
 
 def test_execution_timeout_in_the_triggerer_cancels_the_job(runs: dict[str, Any]) -> None:
     assert runs["staging"]["run"]["tasks"]["exec_timeout[-1]"] == "failed"
-    mine = [j for j in runs["jobs"].values() if j["labels"]["airflow-task"] == "exec-timeout"]
+    mine = [j for j in runs["jobs"].values() if j["labels"]["airflow-task"] == "exec_timeout"]
     assert len(mine) == 3 and {j["final"] for j in mine} == {"CANCELLED"}
