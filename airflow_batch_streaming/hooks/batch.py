@@ -478,14 +478,11 @@ class BatchStreamingHook(GoogleBaseHook):
             limit=limit,
         )
 
-    def cancel_job(
-        self, name: str, wait: bool = False, *, timeout: float = 600.0, poll_interval: float = 5.0
-    ) -> bool:
+    def cancel_job(self, name: str, wait: bool = False) -> bool:
         """Cancel the job; a job that is gone or already finished is fine (idempotent).
 
         Returns whether the job is being cancelled (False: it was gone or had finished).
-        `wait=True` returns once the job has left CANCELLATION_IN_PROGRESS (normally
-        CANCELLED), or raises TimeoutError after `timeout` seconds.
+        `wait=True` also waits until it is CANCELLED (`wait_for_job`, the one wait loop).
         """
         try:
             job = self.get_job(name)
@@ -510,27 +507,18 @@ class BatchStreamingHook(GoogleBaseHook):
                 return False
             except (gexc.FailedPrecondition, gexc.InvalidArgument):
                 # Raced with the job finishing: fine if it is terminal now.
-                if self._is_gone_or_terminal(name):
+                try:
+                    if status.state_of(self.get_job(name)) in status.TERMINAL:
+                        return False
+                except gexc.NotFound:
                     return False
                 raise
         if wait:
-            deadline = time.monotonic() + timeout
-            while not self._is_gone_or_terminal(name):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"Batch job {name} was still being cancelled after {timeout:g} s")
-                time.sleep(poll_interval)
+            self.wait_for_job(name, target_states=(status.CANCELLED,), cancel_on_timeout=False)
         return True
 
-    def _is_gone_or_terminal(self, name: str) -> bool:
-        try:
-            return status.state_of(self.get_job(name)) in status.TERMINAL
-        except gexc.NotFound:
-            return True
-
-    def delete_job(
-        self, name: str, wait: bool = False, *, timeout: float = 600.0, poll_interval: float = 5.0
-    ) -> None:
-        """Delete the job (idempotent: a missing job is fine). `wait=True` waits until it is gone."""
+    def delete_job(self, name: str) -> None:
+        """Delete the job (idempotent: a missing job is fine); it is gone once GetJob says NOT_FOUND."""
         client = self.get_batch_client()
         try:
             self._retry(
@@ -541,16 +529,6 @@ class BatchStreamingHook(GoogleBaseHook):
             )
         except gexc.NotFound:
             return
-        if wait:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    self.get_job(name)
-                except gexc.NotFound:
-                    return
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"Batch job {name} still exists {timeout:g} s after its deletion")
-                time.sleep(poll_interval)
 
     def wait_for_job(
         self,

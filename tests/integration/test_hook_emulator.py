@@ -197,7 +197,7 @@ def test_cancel_is_idempotent(hook: BatchStreamingHook) -> None:
         project_id=PROJECT, region=REGION, job=rest_job({"emulator-run-seconds": "30"}), job_id="to-cancel"
     )
     wait_state(hook, job.name, {"RUNNING"})
-    hook.cancel_job(job.name, wait=True, poll_interval=0.05)
+    assert hook.cancel_job(job.name, wait=True) is True
     assert status.state_of(hook.get_job(job.name)) == "CANCELLED"
     hook.cancel_job(job.name)  # already cancelled: fine
     hook.cancel_job(f"projects/{PROJECT}/locations/{REGION}/jobs/never-made")  # missing: fine
@@ -213,7 +213,15 @@ def test_cancel_leaves_a_finished_job_alone(emu: Emulator, hook: BatchStreamingH
 
 def test_delete(hook: BatchStreamingHook) -> None:
     job = hook.create_job(project_id=PROJECT, region=REGION, job=rest_job(), job_id="to-delete")
-    hook.delete_job(job.name, wait=True, poll_interval=0.05)
+    hook.delete_job(job.name)
+    assert hook.wait_for_job(job.name, poll_interval=0.05)["status"] == "deleted"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            hook.get_job(job.name)
+        except gexc.NotFound:
+            break
+        time.sleep(0.05)
     with pytest.raises(gexc.NotFound):
         hook.get_job(job.name)
     hook.delete_job(job.name)  # already gone: fine
