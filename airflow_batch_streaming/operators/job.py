@@ -424,8 +424,9 @@ class BatchStreamingJobOperator(BaseOperator):
             raise BatchStreamingError(
                 f"Batch job {name} already exists but was not made by this task instance with these "
                 f"arguments (labels {_identity_labels(job)}, expected {_identity_labels(rest)}); it is left "
-                "alone. Another Airflow deployment or tool uses the same job ID: set a distinct `job_id` "
-                "prefix for this task, or delete that job."
+                "alone. Either another Airflow deployment or tool uses this job ID (set a distinct `job_id` "
+                "prefix for this task), or this try already ran with other arguments (clear the task to run "
+                "them as a new job)."
             )
         return job
 
@@ -455,7 +456,8 @@ class BatchStreamingJobOperator(BaseOperator):
         ours = [j for j in jobs.values() if _labels(j).get(LABEL_TI) == rest["labels"][LABEL_TI]]
         same = [j for j in ours if _labels(j).get(LABEL_SPEC) == rest["labels"][LABEL_SPEC]]
         for job in ours:
-            if job not in same and status.state_of(job) in _REATTACHABLE:
+            earlier = _int(_labels(job).get(LABEL_TRY)) < try_number
+            if earlier and job not in same and status.state_of(job) in _REATTACHABLE:
                 self._cancel(hook, str(job["name"]), why="an earlier try made it with other arguments")
 
         def newest(candidates: list[dict[str, Any]]) -> dict[str, Any]:
