@@ -2,11 +2,16 @@
 
 Sync methods serve workers and sensors; `*_async` methods serve the triggerer and never
 block its event loop (credentials and the Airflow connection are read in a thread).
-Retries are ours, not the client library's (`retry=None` on every call), so a quota or a
-fault is retried exactly as documented here and counted once:
+Retries are ours, not the client library's (`retry=None` on every call), and this hook is
+the only layer that retries: operators, the sensor and the watcher call it and never
+retry on top. One policy (`retry_delay`, `give_up_after`, `deadline`) serves the sync and
+the deferred paths:
 
 - reads retry UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL and RESOURCE_EXHAUSTED (longer
-  backoff) with jittered exponential backoff, a bounded number of times;
+  backoff) with jittered exponential backoff, a bounded number of times, and never sleep
+  past `deadline` (the task's own deadline, set by the operator);
+- waiting on a job (`wait_for_job`, the watcher) reads once per poll and backs off with the
+  same delays, giving up after `give_up_after` seconds of consecutive failures;
 - `create_job` retries the same three transport errors with the *same* request ID, so a
   create whose response was lost is not run twice, and answers ALREADY_EXISTS with the
   existing job;
@@ -61,13 +66,6 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     gexc.InternalServerError,
     gexc.ResourceExhausted,
 )
-#: Errors after which a create is re-sent with the same request ID.
-CREATE_RETRY_ERRORS: tuple[type[Exception], ...] = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.ResourceExhausted,
-)
 
 
 def default_request_id(job_name: str) -> str:
@@ -80,6 +78,7 @@ def default_request_id(job_name: str) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
+    """The one definition of an error worth sending the same call again for."""
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
@@ -121,6 +120,10 @@ class BatchStreamingHook(GoogleBaseHook):
     create_attempts = 6
     logging_attempts = 6
     call_timeout = 60.0
+    #: Seconds of consecutive failed reads after which a wait gives up.
+    give_up_after = 1800.0
+    #: Absolute `time.time()` past which no retry sleeps (the task's deadline); None: no bound.
+    deadline: float | None = None
 
     def __init__(
         self,
@@ -255,10 +258,21 @@ class BatchStreamingHook(GoogleBaseHook):
         except Exception:
             return type(exc)(message)
 
-    def _delay_for(self, exc: Exception, attempt: int) -> float:
+    @classmethod
+    def retry_delay(cls, exc: BaseException, attempt: int) -> float:
+        """Seconds before retry `attempt` (0-based): quota errors back off longer."""
         if isinstance(exc, gexc.ResourceExhausted):
-            return backoff_delay(attempt, initial=self.quota_initial_delay, maximum=self.quota_max_delay)
-        return backoff_delay(attempt, initial=self.retry_initial_delay, maximum=self.retry_max_delay)
+            return backoff_delay(attempt, initial=cls.quota_initial_delay, maximum=cls.quota_max_delay)
+        return backoff_delay(attempt, initial=cls.retry_initial_delay, maximum=cls.retry_max_delay)
+
+    def _retry_sleep(self, exc: Exception, attempt: int, attempts: int) -> float | None:
+        """Seconds to sleep before the next attempt; None: give up (attempts or deadline spent)."""
+        if attempt + 1 >= attempts:
+            return None
+        delay = self.retry_delay(exc, attempt)
+        if self.deadline is not None and time.time() + delay >= self.deadline:
+            return None
+        return delay
 
     def _retry(
         self,
@@ -267,19 +281,18 @@ class BatchStreamingHook(GoogleBaseHook):
         action: str,
         project: str | None = None,
         role: str = "",
-        retry_on: tuple[type[Exception], ...] = TRANSIENT_ERRORS,
         attempts: int | None = None,
     ) -> T:
         attempts = attempts or self.read_attempts
         for attempt in range(attempts):
             try:
                 return call()
-            except retry_on as exc:
+            except TRANSIENT_ERRORS as exc:
                 if attempts == 1:
-                    raise  # the caller retries
-                if attempt + 1 >= attempts:
+                    raise  # a wait loop reads once per poll and backs off itself
+                delay = self._retry_sleep(exc, attempt, attempts)
+                if delay is None:
                     raise self.explain(exc, action=action, project=project, role=role) from exc
-                delay = self._delay_for(exc, attempt)
                 self.log.warning("%s: %s; retrying in %.1f s", action, type(exc).__name__, delay)
                 time.sleep(delay)
             except gexc.NotFound:
@@ -304,9 +317,9 @@ class BatchStreamingHook(GoogleBaseHook):
             except TRANSIENT_ERRORS as exc:
                 if attempts == 1:
                     raise  # the caller (the watcher) retries
-                if attempt + 1 >= attempts:
+                delay = self._retry_sleep(exc, attempt, attempts)
+                if delay is None:
                     raise self.explain(exc, action=action, project=project, role=role) from exc
-                delay = self._delay_for(exc, attempt)
                 self.log.warning("%s: %s; retrying in %.1f s", action, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
             except gexc.NotFound:
@@ -361,10 +374,10 @@ class BatchStreamingHook(GoogleBaseHook):
             except gexc.AlreadyExists:
                 self.log.info("Batch job %s already exists; returning it", name)
                 return self.get_job(name)
-            except CREATE_RETRY_ERRORS as exc:
-                if attempt + 1 >= self.create_attempts:
+            except TRANSIENT_ERRORS as exc:
+                delay = self._retry_sleep(exc, attempt, self.create_attempts)
+                if delay is None:
                     raise self.explain(exc, action=action, project=project_id) from exc
-                delay = self._delay_for(exc, attempt)
                 self.log.warning(
                     "%s: %s; re-sending with the same request ID in %.1f s", action, type(exc).__name__, delay
                 )
@@ -375,14 +388,18 @@ class BatchStreamingHook(GoogleBaseHook):
                 ) from exc
         raise AssertionError("unreachable")
 
-    def get_job(self, name: str) -> Job:
-        """The job; raises `google.api_core.exceptions.NotFound` if there is none."""
+    def get_job(self, name: str, *, attempts: int | None = None) -> Job:
+        """The job; raises `google.api_core.exceptions.NotFound` if there is none.
+
+        `attempts=1` reads once (a wait loop that backs off between polls itself).
+        """
         client = self.get_batch_client()
         return self._retry(
             lambda: client.get_job(name=name, retry=None, timeout=self.call_timeout),
             action=f"reading Batch job {name}",
             project=self._project_of(name),
             role="roles/batch.jobsViewer",
+            attempts=attempts,
         )
 
     def _pages(
@@ -461,14 +478,11 @@ class BatchStreamingHook(GoogleBaseHook):
             limit=limit,
         )
 
-    def cancel_job(
-        self, name: str, wait: bool = False, *, timeout: float = 600.0, poll_interval: float = 5.0
-    ) -> bool:
+    def cancel_job(self, name: str, wait: bool = False) -> bool:
         """Cancel the job; a job that is gone or already finished is fine (idempotent).
 
         Returns whether the job is being cancelled (False: it was gone or had finished).
-        `wait=True` returns once the job has left CANCELLATION_IN_PROGRESS (normally
-        CANCELLED), or raises TimeoutError after `timeout` seconds.
+        `wait=True` also waits until it is CANCELLED (`wait_for_job`, the one wait loop).
         """
         try:
             job = self.get_job(name)
@@ -493,27 +507,18 @@ class BatchStreamingHook(GoogleBaseHook):
                 return False
             except (gexc.FailedPrecondition, gexc.InvalidArgument):
                 # Raced with the job finishing: fine if it is terminal now.
-                if self._is_gone_or_terminal(name):
+                try:
+                    if status.state_of(self.get_job(name)) in status.TERMINAL:
+                        return False
+                except gexc.NotFound:
                     return False
                 raise
         if wait:
-            deadline = time.monotonic() + timeout
-            while not self._is_gone_or_terminal(name):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"Batch job {name} was still being cancelled after {timeout:g} s")
-                time.sleep(poll_interval)
+            self.wait_for_job(name, target_states=(status.CANCELLED,), cancel_on_timeout=False)
         return True
 
-    def _is_gone_or_terminal(self, name: str) -> bool:
-        try:
-            return status.state_of(self.get_job(name)) in status.TERMINAL
-        except gexc.NotFound:
-            return True
-
-    def delete_job(
-        self, name: str, wait: bool = False, *, timeout: float = 600.0, poll_interval: float = 5.0
-    ) -> None:
-        """Delete the job (idempotent: a missing job is fine). `wait=True` waits until it is gone."""
+    def delete_job(self, name: str) -> None:
+        """Delete the job (idempotent: a missing job is fine); it is gone once GetJob says NOT_FOUND."""
         client = self.get_batch_client()
         try:
             self._retry(
@@ -524,16 +529,6 @@ class BatchStreamingHook(GoogleBaseHook):
             )
         except gexc.NotFound:
             return
-        if wait:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    self.get_job(name)
-                except gexc.NotFound:
-                    return
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"Batch job {name} still exists {timeout:g} s after its deletion")
-                time.sleep(poll_interval)
 
     def wait_for_job(
         self,
@@ -544,7 +539,6 @@ class BatchStreamingHook(GoogleBaseHook):
         poll_interval: float | None = None,
         end_time: float | None = None,
         cancel_on_timeout: bool = True,
-        on_poll: Callable[[Job], None] | None = None,
     ) -> dict[str, Any]:
         """Wait on a worker until the job reaches a target, failure or terminal state.
 
@@ -552,37 +546,53 @@ class BatchStreamingHook(GoogleBaseHook):
         (`status.outcome_of`), same result (`status.wait_event`: `{"status", "state",
         "job_name", "job", "message"}`), so an operator handles both paths alike.
         `end_time` is an absolute `time.time()` deadline; when it passes the job is
-        cancelled (if `cancel_on_timeout`) and the status is "timeout". Transient API
-        errors that outlast the read retries are waited out until the deadline.
-        `on_poll(job)` sees every read (e.g. to log state changes).
+        cancelled (if `cancel_on_timeout`) and the status is "timeout". Each poll reads
+        once; a failed read backs off with `retry_delay`, and `give_up_after` seconds of
+        consecutive failures end the wait with "error" (the watcher's rule).
         """
         stops = set(target_states) | set(failure_states) | status.TERMINAL
         state: str | None = None
         last_job: Job | None = None
         since = time.time()
+        errors, failing_since = 0, 0.0
         while True:
+            now = time.time()
             try:
-                last_job = self.get_job(name)
+                last_job = self.get_job(name, attempts=1)
             except gexc.NotFound:
                 return status.wait_event(
                     "deleted", name, state=state, message=f"Batch job {name} no longer exists"
                 )
             except TRANSIENT_ERRORS as exc:
-                self.log.warning("Reading Batch job %s keeps failing (%s); still waiting", name, exc)
+                failing_since = failing_since if errors else now
+                if now - failing_since >= self.give_up_after:
+                    return status.wait_event(
+                        "error",
+                        name,
+                        state=state,
+                        job=last_job,
+                        message=f"reading Batch job {name} failed for {now - failing_since:.0f} s: {exc}",
+                    )
+                interval = self.retry_delay(exc, min(errors, 10))
+                errors += 1
+                self.log.warning(
+                    "Reading Batch job %s failed (%s); retry %d in %.1f s", name, exc, errors, interval
+                )
             except gexc.GoogleAPICallError as exc:
-                return status.wait_event("error", name, state=state, job=last_job, message=str(exc))
+                error = self.explain(exc, action=f"reading Batch job {name}", project=self._project_of(name))
+                return status.wait_event("error", name, state=state, job=last_job, message=str(error))
             else:
-                if on_poll is not None:
-                    on_poll(last_job)
+                errors = 0
                 new_state = status.state_of(last_job)
                 if new_state != state:
                     self.log.info("Batch job %s is %s", name, new_state)
-                    state, since = new_state, time.time()
+                    state, since = new_state, now
                 if state in stops:
                     outcome = status.outcome_of(state, target_states, failure_states) or "failed"
                     tasks = self._failed_tasks(name) if state == status.FAILED else None
                     return status.wait_event(outcome, name, state=state, job=last_job, tasks=tasks)
-            now = time.time()
+                interval = poll_interval or status.adaptive_interval(state, now - since)
+                interval *= random.uniform(0.8, 1.2)
             if end_time is not None and now >= end_time:
                 cancelled = False
                 if cancel_on_timeout:
@@ -600,8 +610,6 @@ class BatchStreamingHook(GoogleBaseHook):
                     f"(last state {state}); {outcome}",
                     cancelled=cancelled,
                 )
-            interval = poll_interval or status.adaptive_interval(state, now - since)
-            interval *= random.uniform(0.8, 1.2)
             if end_time is not None:
                 interval = min(interval, max(end_time - now, 0.0))
             time.sleep(interval)

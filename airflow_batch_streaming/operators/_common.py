@@ -13,8 +13,8 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_batch_streaming import status
 from airflow_batch_streaming.exceptions import (
@@ -26,29 +26,16 @@ from airflow_batch_streaming.exceptions import (
 if TYPE_CHECKING:
     from airflow_batch_streaming.hooks.batch import BatchStreamingHook
 
-T = TypeVar("T")
-
 #: Event statuses `BatchJobStateTrigger` yields.
-EVENT_STATUSES = ("success", "failed", "cancelled", "deleted", "timeout", "error")
+EVENT_STATUSES = status.EVENT_STATUSES
+#: Seconds after a job ends during which its last log lines may still be on their way into
+#: Cloud Logging (ingestion is not instant); `tail_output` re-reads within this window.
+LOG_INGESTION_SECONDS = 15.0
+LOG_REREAD_SECONDS = 2.0
 
-#: Consecutive transient API errors a waiter tolerates before it gives up.
-MAX_TRANSIENT_ERRORS = 8
 #: Longest `timeout` / `poll_interval` accepted: far beyond any job, and a deadline still a date.
 MAX_DURATION_SECONDS = 100 * 365 * 24 * 3600
 
-_TRANSIENT_NAMES = frozenset(
-    {
-        "ServiceUnavailable",
-        "DeadlineExceeded",
-        "InternalServerError",
-        "TooManyRequests",
-        "ResourceExhausted",
-        "Aborted",
-        "BadGateway",
-        "GatewayTimeout",
-        "RetryError",
-    }
-)
 _TASK_INDEX = re.compile(r"group\d+-(\d+)(?:/|$)")
 
 
@@ -161,49 +148,6 @@ def is_not_found(error: BaseException) -> bool:
 def deleted_job(name: str) -> dict[str, Any]:
     """A job that no longer exists, as `raise_for_job` takes it (it raises `BatchJobCancelledError`)."""
     return {"name": name, "status": {"state": status.DELETION_IN_PROGRESS}}
-
-
-def is_transient(error: BaseException) -> bool:
-    """Errors worth retrying: throttling, unavailability, timeouts, dropped connections."""
-    if isinstance(error, ConnectionError | TimeoutError):
-        return True
-    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(error).__mro__)
-
-
-def call_with_retries(
-    call: Callable[[], T],
-    *,
-    what: str,
-    log: logging.Logger | Any,
-    attempts: int = 5,
-    backoff: float = 2.0,
-    max_backoff: float = 60.0,
-    deadline: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Run ``call``, retrying transient errors with exponential backoff."""
-    delay = backoff
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except Exception as error:
-            if not is_transient(error) or attempt == attempts:
-                raise
-            wait = min(delay, max_backoff)
-            if deadline is not None:
-                wait = min(wait, max(deadline - time.time(), 0.0))
-            log.warning(
-                "%s failed (%s: %s); retry %d of %d in %.1f s",
-                what,
-                type(error).__name__,
-                error,
-                attempt,
-                attempts - 1,
-                wait,
-            )
-            sleep(wait)
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- failures
@@ -389,22 +333,49 @@ def entry_prefix(fields: Mapping[str, Any]) -> str:
     return f"[{task_id}]" if task_id else "[task ?]"
 
 
-def tail_output(hook: BatchStreamingHook, job: Any, lines: int) -> list[str]:
-    """The last ``lines`` lines the job's tasks wrote, oldest first."""
+def tail_output(
+    hook: BatchStreamingHook, job: Any, lines: int, *, sleep: Callable[[float], None] = time.sleep
+) -> list[str]:
+    """The last ``lines`` lines the job's tasks wrote, oldest first.
+
+    A job that ended moments ago may still have lines on their way into Cloud Logging:
+    while fewer than ``lines`` were found and the end is less than `LOG_INGESTION_SECONDS`
+    old, read again after `LOG_REREAD_SECONDS`, until a read finds nothing new (a few
+    more reads of Logging's small quota, only right after a job ends).
+    """
     summary = status.summarize(job)
     project_id, uid, since = summary["project_id"], summary["uid"], summary["create_time"]
     if not (project_id and uid and since):
         return []
-    entries = hook.list_log_entries(
-        project_id,
-        log_filter(project_id, uid, since),
-        order_by="timestamp desc",
-        max_entries=lines,
-        page_size=min(max(lines, 1), 1000),
-    )
+    ended = _timestamp(summary.get("update_time"))
+
+    def read() -> list[Any]:
+        return list(
+            hook.list_log_entries(
+                project_id,
+                log_filter(project_id, uid, since),
+                order_by="timestamp desc",
+                max_entries=lines,
+                page_size=min(max(lines, 1), 1000),
+            )
+        )[:lines]
+
+    entries, before = read(), -1
+    while ended is not None and before < len(entries) < lines and time.time() - ended < LOG_INGESTION_SECONDS:
+        sleep(LOG_REREAD_SECONDS)
+        before, entries = len(entries), read()
     out = []
-    for entry in list(entries)[:lines]:
+    for entry in entries:
         fields = entry_fields(entry)
         out.append(f"{entry_prefix(fields)} {fields['text']}")
     out.reverse()
     return out
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

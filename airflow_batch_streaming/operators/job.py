@@ -1,15 +1,19 @@
 """Submit an Image Streaming Batch job from plain arguments and wait for it.
 
-One task instance owns at most one live job. The job ID is derived from the task
-instance and its try, the create request is idempotent, and every job carries labels
-naming its task instance; so a lost create response, a worker that dies after creating
-the job, or a retry all end up attached to the same job instead of starting another.
+One task instance owns at most one live job, and a job belongs to one task instance of
+one deployment and has one spec (see "Job identity" in ARCHITECTURE.md). The job ID is
+derived from the task instance, its DAG run's start and clear count (unique to the
+deployment) and the try; every job is labelled with that task instance and a hash of its
+spec; the create request is idempotent. So a lost create response, a worker that dies
+after creating the job, or an automatic retry end up attached to the same job, while
+another deployment, a cleared task or a different spec never is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -29,24 +33,18 @@ from airflow_batch_streaming.links import (
 )
 from airflow_batch_streaming.operators._common import (
     EVENT_STATUSES,
-    MAX_TRANSIENT_ERRORS,
     as_seconds,
-    call_with_retries,
     check_log_lines,
     coerce_rendered,
-    deleted_job,
     failed_job,
     is_dynamic,
     is_not_found,
-    is_transient,
     raise_for_job,
 )
 from airflow_batch_streaming.spec import FIELD_NAMES, JobSpec, SpecError, make_job_id
 
 if TYPE_CHECKING:
-    import jinja2
     from airflow.sdk import Context
-    from google.cloud.batch_v1 import Job
 
     from airflow_batch_streaming.hooks.batch import BatchStreamingHook
     from airflow_batch_streaming.preflight import Report
@@ -56,15 +54,15 @@ LABEL_DAG = "airflow-dag"
 LABEL_TASK = "airflow-task"
 LABEL_TI = "airflow-ti"
 LABEL_TRY = "airflow-try"
+LABEL_SPEC = "airflow-spec"
+#: Earlier tries whose jobs are looked up by their deterministic names (GetJob, consistent);
+#: only older tries than these are searched by label (ListJobs, eventually consistent).
+NAME_LOOKUPS = 8
 #: ``task_state_store`` key holding the job name (Airflow 3.3+; informational).
 STATE_KEY = "batch_job_name"
 #: Extra seconds Airflow's own deferral timeout waits past the trigger's deadline, so the
 #: trigger (which cancels the job) normally fires first.
 DEFER_GRACE_SECONDS = 300.0
-#: Default seconds between reads on a worker: short while the job waits for VMs (start-up
-#: is what Image Streaming shortens), longer once it runs.
-SYNC_PENDING_INTERVAL = 5.0
-SYNC_RUNNING_INTERVAL = 30.0
 
 # Job arguments that are lists or mappings: a template rendering them to text is parsed back.
 _STRUCTURED = frozenset(
@@ -84,6 +82,7 @@ _STRUCTURED = frozenset(
 # States worth reattaching to. CANCELLATION_IN_PROGRESS is not: it only ends CANCELLED.
 _REATTACHABLE = frozenset({status.STATE_UNSPECIFIED, status.QUEUED, status.SCHEDULED, status.RUNNING})
 _LABEL_INVALID = re.compile(r"[^a-z0-9_-]+")
+_OWNED_LABELS = frozenset({LABEL_DAG, LABEL_TASK, LABEL_TI, LABEL_TRY, LABEL_SPEC})
 
 
 def label_value(text: object) -> str:
@@ -91,22 +90,46 @@ def label_value(text: object) -> str:
     return _LABEL_INVALID.sub("-", str(text).lower())[:63]
 
 
-def task_instance_key_hash(dag_id: str, task_id: str, run_id: str, map_index: int | None) -> str:
-    """A short stable hash naming one task instance across all its tries."""
-    key = "\x1f".join((dag_id, task_id, run_id, str(-1 if map_index is None else map_index)))
+def run_stamp(context: Context | Mapping[str, Any]) -> str:
+    """What tells this DAG run apart from a same-named run elsewhere or after a clear.
+
+    The run's ``start_date`` (stamped by this deployment's scheduler when the run started),
+    ``run_after`` (the trigger time of a manual run or ``dags test``) and ``clear_number``
+    (bumped when its tasks are cleared). All three hold still across the automatic
+    retries of a task, so a retry finds the earlier try's job. Empty without a DAG run.
+    """
+    dag_run = context.get("dag_run")
+    if dag_run is None:
+        return ""
+    values = [getattr(dag_run, name, None) for name in ("start_date", "run_after", "clear_number")]
+    return "|".join("" if v is None else v.isoformat() if hasattr(v, "isoformat") else str(v) for v in values)
+
+
+def task_instance_key_hash(
+    dag_id: str, task_id: str, run_id: str, map_index: int | None, stamp: str = ""
+) -> str:
+    """A short stable hash naming one task instance (of one deployment and clear) across its tries."""
+    key = "\x1f".join((dag_id, task_id, run_id, str(-1 if map_index is None else map_index), stamp))
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
 def task_instance_labels(
-    dag_id: str, task_id: str, run_id: str, map_index: int | None, try_number: int
+    dag_id: str, task_id: str, run_id: str, map_index: int | None, try_number: int, *, stamp: str = ""
 ) -> dict[str, str]:
-    """The labels that let a later try find the jobs of earlier ones."""
+    """The labels that let a later try find (and recognise) the jobs of earlier ones."""
     return {
         LABEL_DAG: label_value(dag_id),
         LABEL_TASK: label_value(task_id),
-        LABEL_TI: task_instance_key_hash(dag_id, task_id, run_id, map_index),
+        LABEL_TI: task_instance_key_hash(dag_id, task_id, run_id, map_index, stamp),
         LABEL_TRY: str(try_number),
     }
+
+
+def spec_hash(rest: Mapping[str, Any]) -> str:
+    """A hash of the job as submitted, without the labels that name its task instance and try."""
+    labels = {k: v for k, v in (rest.get("labels") or {}).items() if k not in _OWNED_LABELS}
+    canonical = json.dumps({**rest, "labels": labels}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
 class BatchStreamingJobOperator(BaseOperator):
@@ -122,11 +145,13 @@ class BatchStreamingJobOperator(BaseOperator):
     Before submitting, the preflight checks the image in its registry and that the
     Container File System API is enabled (``preflight=False`` skips both checks).
 
-    The job ID is derived from the task instance and try (``job_id`` sets a readable
-    prefix). A retry, or a re-run after the worker died, first looks for the jobs of this
-    task instance by label: it reattaches to one still running, returns the result of one
-    that succeeded (use ``reattach=False`` to always run a new job), and otherwise
-    submits its own.
+    The job ID is derived from the task instance, its DAG run's start and clear count and
+    the try (``job_id`` sets a readable prefix). An automatic retry, or a re-run after the
+    worker died, first reads the jobs of this task instance's earlier tries: it reattaches
+    to one still running, or returns the result of one that succeeded, but only if it was
+    made with the same arguments (a spec hash label); otherwise it submits its own. A
+    cleared task, another deployment's run of the same DAG and run id, or a different
+    mapped input never reuse a job.
 
     :param project_id: Google Cloud project the job runs in.
     :param region: Batch region the job is created in (its VMs run there unless
@@ -142,7 +167,9 @@ class BatchStreamingJobOperator(BaseOperator):
         the job is queued or scheduled, then longer (the triggerer adapts up to 60 s and
         shares its reads between all jobs).
     :param timeout: seconds the job may take from its creation; when they are up, the job
-        is cancelled and the task fails with ``BatchJobTimeoutError``.
+        is cancelled and the task fails with ``BatchJobTimeoutError``. While deferred, the
+        task's ``execution_timeout`` is enforced the same way (whichever ends first), as
+        Airflow does not enforce it in the triggerer.
     :param cancel_on_kill: cancel the job when the task is killed (also when deferred, on
         Airflow 3.3+).
     :param reattach: look for this task instance's jobs from earlier tries first.
@@ -168,6 +195,9 @@ class BatchStreamingJobOperator(BaseOperator):
     }
     operator_extra_links = (BatchJobConsoleLink(), BatchJobLogsLink())
     ui_color = "#e8f0fe"
+    #: Record the rendered fields again once the task ends, so the UI shows the job as
+    #: submitted (`job` is built from the other rendered arguments in `execute`).
+    overwrite_rtif_after_execution = True
 
     project_id: str
     region: str
@@ -305,24 +335,12 @@ class BatchStreamingJobOperator(BaseOperator):
 
         return BatchStreamingHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
 
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Any,
-        context: Context,
-        jinja_env: jinja2.Environment,
-        seen_oids: set[int],
-    ) -> None:
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
-        if parent is self:
-            # Show the job as it will be submitted in the UI's rendered-template view.
-            try:
-                self.job = self.build_job(context)
-            except (SpecError, ValueError, TypeError, KeyError, AttributeError):
-                self.job = None  # execute() raises the full error
-
     def build_job(self, context: Context) -> dict[str, Any]:
-        """The REST JSON of this task instance's job, from the rendered arguments."""
+        """The REST JSON of this task instance's job, from the rendered arguments.
+
+        Its labels name the task instance (`LABEL_TI`), the try and the spec's hash
+        (`LABEL_SPEC`): what a later try checks before it reattaches to the job.
+        """
         problems = []
         for name in ("project_id", "region"):
             value = getattr(self, name)
@@ -335,39 +353,46 @@ class BatchStreamingJobOperator(BaseOperator):
                 continue
             kwargs[name] = coerce_rendered(value) if name in _STRUCTURED else value
         ti = context["ti"]
-        owned = task_instance_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
+        owned = task_instance_labels(
+            ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number, stamp=run_stamp(context)
+        )
         labels = kwargs.get("labels") or {}
         if isinstance(labels, Mapping):
-            clash = sorted(set(labels) & set(owned))
+            clash = sorted(set(labels) & _OWNED_LABELS)
             if clash:
                 self.log.warning("Labels %s are set by the operator; the given values are replaced", clash)
-            kwargs["labels"] = {**labels, **owned}
+            kwargs["labels"] = {**{k: v for k, v in labels.items() if k not in _OWNED_LABELS}, **owned}
         spec = JobSpec.from_kwargs(**kwargs)
         region = self.region if not problems else None
         problems += spec.problems(region)
         if problems:
             raise SpecError(problems)
-        return spec.to_rest(region)
+        rest = spec.to_rest(region)
+        rest["labels"][LABEL_SPEC] = spec_hash(rest)
+        return rest
 
-    def job_id_for(self, context: Context) -> str:
-        """This try's job ID: deterministic, distinct per task instance and try."""
+    def job_id_for(self, context: Context, try_number: int | None = None) -> str:
+        """The job ID of a try (this one by default): deterministic, distinct per task instance,
+        deployment, clear and try."""
         ti = context["ti"]
         map_index = -1 if ti.map_index is None else ti.map_index
-        parts: list[Any] = [ti.dag_id, ti.task_id, ti.run_id, map_index, f"try{ti.try_number}"]
+        try_number = ti.try_number if try_number is None else try_number
+        parts: list[Any] = [ti.dag_id, ti.task_id, ti.run_id, map_index, f"try{try_number}"]
         if self.job_id:
             parts.insert(0, self.job_id)
-        return make_job_id(*parts)
+        stamp = run_stamp(context)
+        return make_job_id(*parts, stamp) if stamp else make_job_id(*parts)
 
     def execute(self, context: Context) -> dict[str, Any]:
         rest = self.build_job(context)
-        self.job = rest
+        self.job = rest  # shown as rendered once the task ends (overwrite_rtif_after_execution)
         hook = self.hook
-        job_id = self.job_id_for(context)
-        job = self._find_earlier_job(hook, rest) if self.reattach else None
+        hook.deadline = self._execution_deadline(context)
+        job = self._find_earlier_job(hook, rest, context) if self.reattach else None
         if job is None:
             if self.preflight:
                 self._run_preflight(hook, rest, context)
-            job = self._create(hook, rest, job_id)
+            job = self._create(hook, rest, self.job_id_for(context))
         summary = status.summarize(job)
         name = summary["name"]
         self._job_name = name
@@ -381,68 +406,103 @@ class BatchStreamingJobOperator(BaseOperator):
         if not self.wait_for_completion:
             self.log.info("Job %s is %s; not waiting for it (wait_for_completion=False)", name, state)
             return summary
-        deadline = self._deadline(summary)
         if self.deferrable:
-            self._defer(name, deadline)
-        return self._wait(hook, name, deadline)
+            self._defer(name, self._deadline(summary, context))
+        return self._wait(context, name, self._deadline(summary))
 
-    def _create(self, hook: BatchStreamingHook, rest: dict[str, Any], job_id: str) -> Job:
-        self.log.info(
-            "Submitting Batch job %s in projects/%s/locations/%s", job_id, self.project_id, self.region
-        )
-        # Safe to retry: the hook sends a request ID derived from the job ID, and returns
-        # the existing job when this try's job was already created.
-        return call_with_retries(
-            lambda: hook.create_job(project_id=self.project_id, region=self.region, job=rest, job_id=job_id),
-            what=f"creating job {job_id}",
-            log=self.log,
-        )
+    def _create(self, hook: BatchStreamingHook, rest: dict[str, Any], job_id: str) -> dict[str, Any]:
+        """Create this try's job (the hook retries, with one request ID) and check it is ours.
 
-    def _find_earlier_job(self, hook: BatchStreamingHook, rest: Mapping[str, Any]) -> Any | None:
-        """A job of this task instance to reattach to (active) or reuse (succeeded)."""
-        ti_hash = rest["labels"][LABEL_TI]
-        found = call_with_retries(
-            lambda: list(
-                hook.list_jobs(self.project_id, self.region, filter=f'labels."{LABEL_TI}"="{ti_hash}"')
-            ),
-            what="looking up earlier jobs of this task instance",
-            log=self.log,
+        An ALREADY_EXISTS answer returns the job under this name: adopted only if its labels
+        name this task instance and this spec, otherwise a clear error, never a silent adoption.
+        """
+        name = status.job_name(self.project_id, self.region, job_id)
+        self._job_name = name  # a kill during a long create retry can still cancel it
+        self.log.info("Submitting Batch job %s", name)
+        job = status.as_rest(
+            hook.create_job(project_id=self.project_id, region=self.region, job=rest, job_id=job_id)
         )
-        jobs = [status.as_rest(j) for j in found]
-        jobs = [j for j in jobs if (j.get("labels") or {}).get(LABEL_TI) == ti_hash]
+        if not _same_identity(job, rest):
+            raise BatchStreamingError(
+                f"Batch job {name} already exists but was not made by this task instance with these "
+                f"arguments (labels {_identity_labels(job)}, expected {_identity_labels(rest)}); it is left "
+                "alone. Either another Airflow deployment or tool uses this job ID (set a distinct `job_id` "
+                "prefix for this task), or this try already ran with other arguments (clear the task to run "
+                "them as a new job)."
+            )
+        return job
+
+    def _find_earlier_job(
+        self, hook: BatchStreamingHook, rest: Mapping[str, Any], context: Context
+    ) -> dict[str, Any] | None:
+        """A job of this task instance and spec to reattach to (active) or reuse (succeeded).
+
+        Earlier tries' jobs are read by their deterministic names (GetJob is consistent:
+        a job created a moment ago is found, which ListJobs does not promise). Tries older
+        than `NAME_LOOKUPS` are searched by label. A job of an earlier try whose spec differs
+        from this try's is cancelled if still active (the try that made it is over).
+        """
+        try_number = context["ti"].try_number
+        oldest = max(1, try_number - NAME_LOOKUPS + 1)
+        jobs: dict[str, dict[str, Any]] = {}
+        for number in range(try_number, oldest - 1, -1):
+            name = status.job_name(self.project_id, self.region, self.job_id_for(context, number))
+            try:
+                jobs[name] = status.as_rest(hook.get_job(name))
+            except Exception as error:
+                if not is_not_found(error):
+                    raise
+        if oldest > 1:
+            for job in self._list_by_label(hook, rest["labels"][LABEL_TI]):
+                jobs.setdefault(str(job.get("name")), job)
+        ours = [j for j in jobs.values() if _labels(j).get(LABEL_TI) == rest["labels"][LABEL_TI]]
+        same = [j for j in ours if _labels(j).get(LABEL_SPEC) == rest["labels"][LABEL_SPEC]]
+        for job in ours:
+            earlier = _int(_labels(job).get(LABEL_TRY)) < try_number
+            if earlier and job not in same and status.state_of(job) in _REATTACHABLE:
+                self._cancel(hook, str(job["name"]), why="an earlier try made it with other arguments")
 
         def newest(candidates: list[dict[str, Any]]) -> dict[str, Any]:
-            return max(
-                candidates,
-                key=lambda j: (_int((j.get("labels") or {}).get(LABEL_TRY)), j.get("createTime", "")),
-            )
+            return max(candidates, key=lambda j: (_int(_labels(j).get(LABEL_TRY)), j.get("createTime", "")))
 
-        active = [j for j in jobs if status.state_of(j) in _REATTACHABLE]
+        active = [j for j in same if status.state_of(j) in _REATTACHABLE]
+        succeeded = [j for j in same if status.state_of(j) == status.SUCCEEDED]
         if active:
             job = newest(active)
             self.log.info(
                 "Reattaching to job %s (try %s), which is %s",
                 job.get("name"),
-                job["labels"].get(LABEL_TRY),
+                _labels(job).get(LABEL_TRY),
                 status.state_of(job),
             )
             return job
-        succeeded = [j for j in jobs if status.state_of(j) == status.SUCCEEDED]
         if succeeded:
             job = newest(succeeded)
             self.log.info(
-                "Job %s (try %s) of this task instance already SUCCEEDED: returning its result "
-                "without running it again (set reattach=False to always run a new job)",
+                "Job %s (try %s) of this task instance already SUCCEEDED with the same arguments: "
+                "returning its result without running it again (clear the task, or set "
+                "reattach=False, to run a new job)",
                 job.get("name"),
-                job["labels"].get(LABEL_TRY),
+                _labels(job).get(LABEL_TRY),
             )
             return job
-        if jobs:
+        if ours:
             self.log.info(
                 "Earlier jobs of this task instance ended %s: submitting a new one",
-                ", ".join(sorted({status.state_of(j) for j in jobs})),
+                ", ".join(sorted({status.state_of(j) for j in ours})),
             )
         return None
+
+    def _list_by_label(self, hook: BatchStreamingHook, ti_hash: str) -> list[dict[str, Any]]:
+        """Jobs labelled with this task instance; none if the API refuses the label filter."""
+        try:
+            found = hook.list_jobs(self.project_id, self.region, filter=f'labels."{LABEL_TI}"="{ti_hash}"')
+        except Exception as error:
+            if type(error).__name__ not in ("InvalidArgument", "MethodNotImplemented"):
+                raise
+            self.log.warning("Listing jobs by label was refused (%s); only recent tries were checked", error)
+            return []
+        return [status.as_rest(j) for j in found]
 
     def _run_preflight(self, hook: BatchStreamingHook, rest: dict[str, Any], context: Context) -> Report:
         report = checker.check_job(
@@ -464,19 +524,33 @@ class BatchStreamingJobOperator(BaseOperator):
             return
         try:
             store.set(STATE_KEY, name)
-        except Exception as error:  # informational only: the label lookup is what reattaches
+        except Exception as error:  # informational only: the job's name is what reattaches
             self.log.debug("Could not record the job in the task state store: %s", error)
 
-    def _deadline(self, summary: Mapping[str, Any]) -> float | None:
-        """Absolute end of ``timeout``, counted from the job's creation (survives retries)."""
-        if self.timeout is None:
+    def _execution_deadline(self, context: Context) -> float | None:
+        """Absolute end of ``execution_timeout``, counted from this try's start."""
+        limit = as_seconds(self.execution_timeout, "execution_timeout")
+        if limit is None:
             return None
-        created = summary.get("create_time")
-        start = time.time()
-        if isinstance(created, str):
-            with contextlib.suppress(ValueError):
-                start = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-        return start + self.timeout
+        started = getattr(context["ti"], "start_date", None)
+        start = started.timestamp() if isinstance(started, datetime) else time.time()
+        return start + limit
+
+    def _deadline(self, summary: Mapping[str, Any], context: Context | None = None) -> float | None:
+        """Absolute end of ``timeout`` counted from the job's creation (survives retries); with
+        a context, also of ``execution_timeout``, whichever is sooner (Airflow does not enforce
+        ``execution_timeout`` while a task is deferred)."""
+        ends: list[float] = []
+        if self.timeout is not None:
+            start = time.time()
+            created = summary.get("create_time")
+            if isinstance(created, str):
+                with contextlib.suppress(ValueError):
+                    start = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+            ends.append(start + self.timeout)
+        if context is not None and (end := self._execution_deadline(context)) is not None:
+            ends.append(end)
+        return min(ends, default=None)
 
     def _defer(self, name: str, deadline: float | None) -> None:
         from airflow_batch_streaming.triggers.batch import BatchJobStateTrigger
@@ -496,50 +570,10 @@ class BatchStreamingJobOperator(BaseOperator):
         self.log.info("Deferring: the triggerer waits for job %s", name)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
 
-    def _wait(self, hook: BatchStreamingHook, name: str, deadline: float | None) -> dict[str, Any]:
-        """Poll on the worker until the job ends, tolerating transient API errors."""
-        last_state = None
-        errors = 0
-        while True:
-            if deadline is not None and time.time() >= deadline:
-                self._time_out(hook, name)
-            try:
-                job = hook.get_job(name)
-            except Exception as error:
-                if is_not_found(error):  # deleted while we waited: fail now, as the trigger does
-                    raise_for_job(hook, deleted_job(name), log=self.log, log_lines=self.failure_log_lines)
-                errors += 1
-                if not is_transient(error) or errors > MAX_TRANSIENT_ERRORS:
-                    raise
-                self.log.warning("Reading job %s failed (%s); will retry", name, error)
-                self._sleep(min(self.poll_interval or 30.0, 2.0**errors), deadline)
-                continue
-            errors = 0
-            summary = status.summarize(job)
-            state = summary["state"]
-            if state != last_state:
-                self.log.info("Job %s is %s", name, state)
-                last_state = state
-            if state == status.SUCCEEDED:
-                return self._succeeded(summary)
-            if state in status.TERMINAL:
-                raise_for_job(hook, job, log=self.log, log_lines=self.failure_log_lines)
-            self._sleep(self._interval(state), deadline)
-
-    def _interval(self, state: str) -> float:
-        if self.poll_interval is not None:
-            return self.poll_interval
-        return SYNC_PENDING_INTERVAL if state in status.PENDING else SYNC_RUNNING_INTERVAL
-
-    @staticmethod
-    def _sleep(seconds: float, deadline: float | None) -> None:
-        if deadline is not None:
-            seconds = min(seconds, max(deadline - time.time(), 0.0))
-        time.sleep(seconds)
-
-    def _time_out(self, hook: BatchStreamingHook, name: str) -> None:
-        cancelled = self._cancel(hook, name, why="its timeout expired")
-        raise BatchJobTimeoutError(name, self.timeout or 0.0, cancelled)
+    def _wait(self, context: Context, name: str, deadline: float | None) -> dict[str, Any]:
+        """Wait on the worker: the hook's wait loop, and the same ending as a deferred wait."""
+        event = self.hook.wait_for_job(name, poll_interval=self.poll_interval, end_time=deadline)
+        return self.execute_complete(context, event)
 
     def _cancel(self, hook: BatchStreamingHook, name: str, *, why: str) -> bool:
         self.log.warning("Cancelling job %s: %s", name, why)
@@ -561,8 +595,12 @@ class BatchStreamingJobOperator(BaseOperator):
         )
         return summary
 
+    def _limit(self) -> float:
+        """The time limit a timeout event reports: ``timeout``, else ``execution_timeout``."""
+        return self.timeout or as_seconds(self.execution_timeout, "execution_timeout") or 0.0
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger: map its one event to a result or to our error types."""
+        """Map the wait's one event (the trigger's, or the sync wait's) to a result or our errors."""
         if not event or not isinstance(event, Mapping):
             raise BatchStreamingError(
                 f"resumed without a trigger event (got {event!r}); the job's outcome is unknown"
@@ -585,7 +623,7 @@ class BatchStreamingJobOperator(BaseOperator):
             cancelled = bool(
                 event.get("cancelled", state in (status.CANCELLATION_IN_PROGRESS, status.CANCELLED))
             )
-            raise BatchJobTimeoutError(name, self.timeout or 0.0, cancelled)
+            raise BatchJobTimeoutError(name, self._limit(), cancelled)
         raise BatchStreamingError(f"waiting for job {name} failed: {event.get('message') or 'no message'}")
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
@@ -595,17 +633,33 @@ class BatchStreamingJobOperator(BaseOperator):
             return super().resume_execution(next_method, next_kwargs, context)
         except TaskDeferralTimeout as error:
             # Airflow's backstop fired before the trigger's own deadline: still cancel the job.
-            value = context["ti"].xcom_pull(task_ids=self.task_id, key=BATCH_JOB_XCOM_KEY)
+            # This task instance's own value: a mapped task passes its map index.
+            ti = context["ti"]
+            value = ti.xcom_pull(task_ids=self.task_id, key=BATCH_JOB_XCOM_KEY, map_indexes=ti.map_index)
             name = value.get("name") if isinstance(value, Mapping) else None
             if not name:
                 raise
             cancelled = self._cancel(self.hook, name, why="the deferral timed out")
-            raise BatchJobTimeoutError(name, self.timeout or 0.0, cancelled) from error
+            raise BatchJobTimeoutError(name, self._limit(), cancelled) from error
 
     def on_kill(self) -> None:
         """Cancel the job this task is waiting on (the trigger does it for deferred tasks)."""
         if self._job_name and self.cancel_on_kill:
             self._cancel(self.hook, self._job_name, why="the task was killed")
+
+
+def _labels(job: Mapping[str, Any]) -> dict[str, str]:
+    return dict(job.get("labels") or {})
+
+
+def _identity_labels(job: Mapping[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in _labels(job).items() if k in (LABEL_TI, LABEL_SPEC)}
+
+
+def _same_identity(job: Mapping[str, Any], rest: Mapping[str, Any]) -> bool:
+    """Whether `job` was made for the task instance and spec `rest` describes."""
+    want = _identity_labels(rest)
+    return bool(want) and _identity_labels(job) == want
 
 
 def _mentions(problem: str, names: set[str]) -> bool:

@@ -18,10 +18,10 @@ from airflow_batch_streaming.operators._common import (
     EVENT_STATUSES,
     check_log_lines,
     check_states,
+    coerce_rendered,
     deleted_job,
     failed_job,
     is_not_found,
-    is_transient,
     raise_for_job,
 )
 
@@ -98,6 +98,9 @@ class BatchJobStateSensor(BaseSensorOperator):
         return BatchStreamingHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
 
     def _check_rendered(self) -> None:
+        # A templated list renders to text ("['RUNNING']" or "RUNNING,SUCCEEDED"): parse it back.
+        self.target_states = _state_list(self.target_states)
+        self.failure_states = _state_list(self.failure_states)
         problems = check_states(self.target_states, self.failure_states)
         try:
             status.parse_job_name(self.job_name)
@@ -107,9 +110,11 @@ class BatchJobStateSensor(BaseSensorOperator):
             raise ValueError("; ".join(problems))
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
+        from airflow_batch_streaming.hooks.batch import is_transient
+
         self._check_rendered()
         try:
-            job = self.hook.get_job(self.job_name)
+            job = self.hook.get_job(self.job_name)  # the hook's retries: the only layer
         except Exception as error:
             if is_not_found(error) and status.DELETION_IN_PROGRESS in self.failure_states:
                 # Deleted since the last poke: fail as for DELETION_IN_PROGRESS.
@@ -126,11 +131,12 @@ class BatchJobStateSensor(BaseSensorOperator):
             self._links_pushed = True
         state = summary["state"]
         self.log.info("Job %s is %s", self.job_name, state)
-        if state in self.target_states:
+        outcome = status.outcome_of(state, self.target_states, self.failure_states)
+        if outcome == "success":
             return PokeReturnValue(is_done=True, xcom_value=summary)
         if state in self.failure_states:
             raise_for_job(self.hook, job, log=self.log, log_lines=self.failure_log_lines)
-        if state in status.TERMINAL:
+        if outcome is not None:
             raise BatchStreamingError(
                 f"job {self.job_name} ended {state}, which is not one of the target states "
                 f"{list(self.target_states)}: it will not change any more"
@@ -157,7 +163,7 @@ class BatchJobStateSensor(BaseSensorOperator):
             impersonation_chain=self.impersonation_chain,
             target_states=tuple(self.target_states),
             failure_states=tuple(self.failure_states),
-            poll_interval=self.poke_interval,
+            poll_interval=self.poke_interval or None,  # 0: the trigger's adaptive interval
             end_time=end_time,
             cancel_on_kill=False,
             cancel_on_timeout=False,
@@ -194,3 +200,11 @@ class BatchJobStateSensor(BaseSensorOperator):
                 f"(it is {event.get('state')}); {event.get('message') or ''}".rstrip("; ")
             )
         raise BatchStreamingError(f"waiting for job {name} failed: {event.get('message') or 'no message'}")
+
+
+def _state_list(value: Any) -> Any:
+    """A rendered state list: text of a list parsed back, a bare "A,B" split; else as given."""
+    value = coerce_rendered(value)
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value

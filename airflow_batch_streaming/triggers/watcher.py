@@ -23,9 +23,15 @@ else in the project). Instead triggers call `await get_watcher(...).wait(job_nam
   sweeping off for the region for a while; a filter the API refuses turns that listing
   off for good (GetJob is always the correct fallback).
 
-Transient errors (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED) are
-retried with jittered backoff; RESOURCE_EXHAUSTED pauses the whole watcher, because the
-quota is shared. NOT_FOUND means deleted; other errors end the wait with a message.
+Failures stay local. A failed read of a job is retried with the hook's one policy
+(`BatchStreamingHook.retry_delay`, giving up after `give_up_after` seconds of failures);
+RESOURCE_EXHAUSTED also pauses the other reads of the same project and region (the quota
+is regional), and no other. A failed sweep turns sweeping off for its region for a while
+and reads its jobs one by one at once (GetJob works when ListJobs does not). NOT_FOUND
+means deleted; other errors end the wait with a message.
+
+The watcher holds its hook (and so the connection's credentials) for at most
+`hook_max_age` seconds: a connection refreshed in Airflow reaches a busy watcher.
 """
 
 from __future__ import annotations
@@ -238,13 +244,9 @@ class JobWatcher:
     sweep_min_interval = 5.0
     sweep_off_seconds = 300.0
     finished_margin = 300.0
-    transient_initial_delay = 2.0
-    transient_max_delay = 60.0
-    quota_initial_delay = 15.0
-    quota_max_delay = 120.0
-    give_up_after = 1800.0
     first_poll_grace = 30.0
     idle_close_after = 60.0
+    hook_max_age = 600.0
 
     def __init__(
         self,
@@ -268,13 +270,14 @@ class JobWatcher:
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
-        self._throttled_until = 0.0
+        self._throttled_until: dict[str, float] = {}
         self._sweeping: set[str] = set()
         self._last_sweep: dict[str, float] = {}
         self._sweep_off_until: dict[str, float] = {}
         self._sweeps_disabled = False
         self._finished_sweeps_disabled = False
         self._hook: BatchStreamingHook | None = None
+        self._hook_made = 0.0
         self._hook_lock = asyncio.Lock()
         self.closed = False
 
@@ -289,19 +292,30 @@ class JobWatcher:
         return len(self._jobs)
 
     async def get_hook(self) -> BatchStreamingHook:
-        """The watcher's hook, made in a thread (reading the connection may block)."""
-        if self._hook is None:
-            async with self._hook_lock:
-                if self._hook is None:
-                    from airflow_batch_streaming.hooks.batch import BatchStreamingHook
+        """The watcher's hook, made in a thread (reading the connection may block) and
+        replaced once `hook_max_age` old, so changed credentials are read again."""
+        async with self._hook_lock:
+            old = self._hook
+            if old is not None and time.monotonic() - self._hook_made > self.hook_max_age:
+                self._hook = None
+                self._spawn(self._close_later(old))  # reads in flight finish on it
+            if self._hook is None:
+                from airflow_batch_streaming.hooks.batch import BatchStreamingHook
 
-                    self._hook = await asyncio.to_thread(
-                        BatchStreamingHook,
-                        gcp_conn_id=self.gcp_conn_id,
-                        impersonation_chain=self.impersonation_chain,
-                    )
-                    self.stats["hooks"] += 1
-        return self._hook
+                self._hook = await asyncio.to_thread(
+                    BatchStreamingHook,
+                    gcp_conn_id=self.gcp_conn_id,
+                    impersonation_chain=self.impersonation_chain,
+                )
+                self._hook_made = time.monotonic()
+                self.stats["hooks"] += 1
+            return self._hook
+
+    @staticmethod
+    async def _close_later(hook: BatchStreamingHook) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.sleep(hook.call_timeout)
+            await hook.aclose()
 
     async def wait(
         self,
@@ -479,8 +493,6 @@ class JobWatcher:
 
     def _dispatch(self, now: float) -> float:
         """Start every due poll the budget allows; seconds until something is due again."""
-        if now < self._throttled_until:
-            return self._throttled_until - now
         while self._heap:
             next_at, _, version, entry = self._heap[0]
             if version != entry.version or self._jobs.get(entry.name) is not entry or entry.in_flight:
@@ -488,6 +500,12 @@ class JobWatcher:
                 continue
             if next_at > now:
                 return next_at - now
+            throttled = self._throttled_until.get(entry.parent, 0.0)
+            if throttled > now:  # a quota error of this project and region: only its reads wait
+                heapq.heappop(self._heap)
+                entry.next_at = throttled
+                self._push(entry)
+                continue
             if self._in_flight >= self.max_in_flight:
                 return 1.0  # a finishing poll wakes us sooner
             sweep = self._sweepable(entry, now)
@@ -564,13 +582,15 @@ class JobWatcher:
     def _transient(self, entries: Collection[_Watched], exc: Exception) -> None:
         from google.api_core import exceptions as gexc
 
+        from airflow_batch_streaming.hooks.batch import BatchStreamingHook
+
         self.stats["transient_errors"] += 1
         now = time.monotonic()
         delays: list[float] = []
         for entry in entries:
             entry.errors += 1
             entry.first_error_at = entry.first_error_at or now
-            if now - entry.first_error_at > self.give_up_after:
+            if now - entry.first_error_at > BatchStreamingHook.give_up_after:
                 self._fail(
                     entry,
                     "error",
@@ -578,17 +598,13 @@ class JobWatcher:
                     f"{entry.name}: {type(exc).__name__}: {exc}",
                 )
                 continue
-            attempt = min(entry.errors - 1, 10)
-            if isinstance(exc, gexc.ResourceExhausted):
-                delay = min(self.quota_initial_delay * 2**attempt, self.quota_max_delay)
-            else:
-                delay = min(self.transient_initial_delay * 2**attempt, self.transient_max_delay)
-            delay *= random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+            delay = BatchStreamingHook.retry_delay(exc, min(entry.errors - 1, 10))
             delays.append(delay)
             self._reschedule(entry, delay)
-        if isinstance(exc, gexc.ResourceExhausted) and delays:
-            # The read quota is shared by the whole region: every poll of this watcher waits.
-            self._throttled_until = max(self._throttled_until, now + min(delays) / 2)
+            if isinstance(exc, gexc.ResourceExhausted):
+                # The read quota is the region's: the other reads of this project+region wait too.
+                until = now + delay / 2
+                self._throttled_until[entry.parent] = max(self._throttled_until.get(entry.parent, 0.0), until)
         first = next(iter(entries), None)
         if delays and first is not None and (first.errors == 1 or first.errors % 10 == 0):
             what = first.name if len(entries) == 1 else f"{len(entries)} jobs of {first.parent}"
@@ -674,10 +690,14 @@ class JobWatcher:
             log.debug("Listing finished Batch jobs of %s failed: %s", parent, exc)
         return {}, 0
 
+    def _read_one_by_one(self, members: list[_Watched]) -> None:
+        for member in members:
+            member.in_flight = False
+            member.force_get = True
+            self._reschedule(member, 0.0)
+
     async def _sweep(self, parent: str, members: list[_Watched]) -> None:
         from google.api_core import exceptions as gexc
-
-        from airflow_batch_streaming.hooks.batch import TRANSIENT_ERRORS
 
         try:
             hook = await self.get_hook()
@@ -688,23 +708,18 @@ class JobWatcher:
             pages += more_pages
         except asyncio.CancelledError:
             raise
-        except TRANSIENT_ERRORS as exc:
-            for member in members:
-                member.in_flight = False
-            self._transient(members, exc)
         except (gexc.InvalidArgument, gexc.MethodNotImplemented, gexc.PermissionDenied) as exc:
             # e.g. a filter the API refuses: GetJob still works; stop sweeping.
             log.warning("Listing Batch jobs of %s failed (%s); polling jobs one by one", parent, exc)
             self._sweeps_disabled = True
-            for member in members:
-                member.in_flight = False
-                self._reschedule(member, 0.0)
+            self._read_one_by_one(members)
         except Exception as exc:
+            # ListJobs failing (an outage, a quota) says nothing about GetJob: read the jobs
+            # one by one now, with their own retries, and sweep this region again later.
             log.warning("Listing Batch jobs of %s failed (%s); polling jobs one by one", parent, exc)
+            self.stats["sweep_errors"] += 1
             self._sweep_off_until[parent] = time.monotonic() + self.sweep_off_seconds
-            for member in members:
-                member.in_flight = False
-                self._reschedule(member, 0.0)
+            self._read_one_by_one(members)
         else:
             self.stats["sweeps"] += 1
             self._last_sweep[parent] = time.monotonic()

@@ -197,7 +197,7 @@ def test_cancel_is_idempotent(hook: BatchStreamingHook) -> None:
         project_id=PROJECT, region=REGION, job=rest_job({"emulator-run-seconds": "30"}), job_id="to-cancel"
     )
     wait_state(hook, job.name, {"RUNNING"})
-    hook.cancel_job(job.name, wait=True, poll_interval=0.05)
+    assert hook.cancel_job(job.name, wait=True) is True
     assert status.state_of(hook.get_job(job.name)) == "CANCELLED"
     hook.cancel_job(job.name)  # already cancelled: fine
     hook.cancel_job(f"projects/{PROJECT}/locations/{REGION}/jobs/never-made")  # missing: fine
@@ -213,7 +213,15 @@ def test_cancel_leaves_a_finished_job_alone(emu: Emulator, hook: BatchStreamingH
 
 def test_delete(hook: BatchStreamingHook) -> None:
     job = hook.create_job(project_id=PROJECT, region=REGION, job=rest_job(), job_id="to-delete")
-    hook.delete_job(job.name, wait=True, poll_interval=0.05)
+    hook.delete_job(job.name)
+    assert hook.wait_for_job(job.name, poll_interval=0.05)["status"] == "deleted"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            hook.get_job(job.name)
+        except gexc.NotFound:
+            break
+        time.sleep(0.05)
     with pytest.raises(gexc.NotFound):
         hook.get_job(job.name)
     hook.delete_job(job.name)  # already gone: fine
@@ -277,14 +285,10 @@ def test_async_not_found(hook: BatchStreamingHook) -> None:
 
 def test_wait_for_job_success(hook: BatchStreamingHook) -> None:
     job = hook.create_job(project_id=PROJECT, region=REGION, job=rest_job(), job_id="sync-ok")
-    seen: list[str] = []
-    result = hook.wait_for_job(
-        job.name, poll_interval=0.05, on_poll=lambda j: seen.append(status.state_of(j))
-    )
+    result = hook.wait_for_job(job.name, poll_interval=0.05)
     assert result["status"] == "success"
     assert result["state"] == "SUCCEEDED"
     assert result["job"]["timeline"]["finished_at"]
-    assert seen[-1] == "SUCCEEDED"
 
 
 def test_wait_for_job_failed_names_the_exit_code(hook: BatchStreamingHook) -> None:

@@ -92,8 +92,6 @@ def emu(_emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
         "pending_max_interval": 0.1,
         "running_min_interval": 0.05,
         "running_max_interval": 0.1,
-        "transient_initial_delay": 0.02,
-        "transient_max_delay": 0.05,
         "idle_close_after": 0.2,
     }.items():
         monkeypatch.setattr(JobWatcher, knob, value)

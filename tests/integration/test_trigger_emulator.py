@@ -41,10 +41,6 @@ def fast_watcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "pending_max_interval": 0.1,
         "running_min_interval": 0.05,
         "running_max_interval": 0.1,
-        "transient_initial_delay": 0.02,
-        "transient_max_delay": 0.05,
-        "quota_initial_delay": 0.05,
-        "quota_max_delay": 0.1,
         "sweep_min_interval": 0.05,
         "first_poll_grace": 5.0,
         "idle_close_after": 0.2,
@@ -52,6 +48,8 @@ def fast_watcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setattr(JobWatcher, knob, value)
     monkeypatch.setattr(BatchStreamingHook, "retry_initial_delay", 0.02)
     monkeypatch.setattr(BatchStreamingHook, "quota_initial_delay", 0.02)
+    monkeypatch.setattr(BatchStreamingHook, "retry_max_delay", 0.05)
+    monkeypatch.setattr(BatchStreamingHook, "quota_max_delay", 0.1)
     watcher_module.reset_read_budget(60_000)
     yield
     watcher_module.reset_read_budget()

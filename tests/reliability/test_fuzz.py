@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_support import IMAGE, TI, ctx
 
-from airflow_batch_streaming import checker, spec
+from airflow_batch_streaming import checker, spec, status
 from airflow_batch_streaming.exceptions import BatchJobFailedError
 from airflow_batch_streaming.image import ImageReference, ImageReferenceError, parse_image_uri
 from airflow_batch_streaming.operators import BatchStreamingJobOperator
@@ -433,7 +433,7 @@ def _check_operator_runs(op: BatchStreamingJobOperator) -> None:
     else:
         json.dumps(rest, allow_nan=False)
     assert JOB_ID_RE.match(op.job_id_for(context))
-    interval = op._interval("RUNNING")
+    interval = op.poll_interval or status.adaptive_interval("RUNNING", 0.0)  # what the wait sleeps
     assert math.isfinite(interval) and interval > 0
     deadline = op._deadline({"create_time": datetime.now(UTC).isoformat()})
     with pytest.raises(TaskDeferred) as deferred:

@@ -9,10 +9,15 @@ be tested quickly and exactly.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+
+from airflow_batch_streaming.hooks.batch import BatchStreamingHook
+
+_UNSET: Any = object()
 
 PROJECT = "proj"
 REGION = "us-central1"
@@ -41,7 +46,30 @@ def failure_events(exit_code: int, task: int = 0) -> list[dict[str, Any]]:
 
 
 class FakeHook:
-    """Records every call in `calls` as `(method, argument)`."""
+    """Records every call in `calls` as `(method, argument)`.
+
+    `wait_for_job` is the real hook's wait loop running on this fake's reads (no sleeping:
+    retry delays are zero), so the operator's sync wait is the production one.
+    """
+
+    wait_for_job = BatchStreamingHook.wait_for_job
+    give_up_after = 1800.0
+    log = logging.getLogger("tests.fake_hook")
+
+    @staticmethod
+    def retry_delay(exc: BaseException, attempt: int) -> float:
+        return 0.0
+
+    @staticmethod
+    def explain(exc: Exception, **_: Any) -> Exception:
+        return exc
+
+    @staticmethod
+    def _project_of(name: str) -> str:
+        return PROJECT
+
+    def _failed_tasks(self, name: str) -> list[dict[str, Any]]:
+        return self.list_tasks(name)
 
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -98,7 +126,7 @@ class FakeHook:
             self.jobs[name] = created
         return copy.deepcopy(self.jobs[name])
 
-    def get_job(self, name: str) -> dict[str, Any]:
+    def get_job(self, name: str, *, attempts: int | None = None) -> dict[str, Any]:
         self.calls.append(("get_job", name))
         if self.get_errors:
             raise self.get_errors.pop(0)
@@ -125,10 +153,12 @@ class FakeHook:
         self.calls.append(("list_tasks", job_name))
         return copy.deepcopy(self.tasks.get(job_name, []))
 
-    def cancel_job(self, name: str, wait: bool = False) -> None:
+    def cancel_job(self, name: str, wait: bool = False) -> bool:
         self.calls.append(("cancel_job", name))
         if name in self.jobs:
             self.set_state(name, "CANCELLED")
+            return True
+        return False
 
     def list_log_entries(
         self, project_id: str, filter: str, *, order_by: str, max_entries: int, page_size: int
@@ -158,7 +188,13 @@ def log_entry(text: str, *, severity: str = "INFO", task: int = 0, uid: str = "u
 
 
 class FakeTI:
-    """The slice of a RuntimeTaskInstance the operators use."""
+    """The slice of a RuntimeTaskInstance the operators use.
+
+    XComs live in `store`, keyed by (task_id, key, map_index), which the task instances
+    of one run may share; `xcom_pull` answers as Airflow 3.3's does: with `map_indexes`,
+    that index's value; without, every index's value of the task, a single one unwrapped.
+    `xcoms` is this task instance's own view (key -> value).
+    """
 
     def __init__(
         self,
@@ -168,24 +204,51 @@ class FakeTI:
         run_id: str = "manual__2024-05-01T00:00:00+00:00",
         map_index: int = -1,
         try_number: int = 1,
+        store: dict[tuple[str, str, int], Any] | None = None,
     ) -> None:
         self.dag_id = dag_id
         self.task_id = task_id
         self.run_id = run_id
         self.map_index = map_index
         self.try_number = try_number
-        self.xcoms: dict[str, Any] = {}
+        self.store: dict[tuple[str, str, int], Any] = {} if store is None else store
         self.pushes: list[str] = []
+
+    @property
+    def xcoms(self) -> _OwnXComs:
+        return _OwnXComs(self)
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushes.append(key)
-        self.xcoms[key] = value
+        self.store[(self.task_id, key, self.map_index)] = value
 
-    def xcom_pull(self, task_ids: str | None = None, key: str = "return_value", **_: Any) -> Any:
-        return self.xcoms.get(key)
+    def xcom_pull(
+        self, task_ids: str | None = None, key: str = "return_value", *, map_indexes: Any = _UNSET, **_: Any
+    ) -> Any:
+        task_id = task_ids or self.task_id
+        if map_indexes is not _UNSET and map_indexes is not None:
+            return self.store.get((task_id, key, map_indexes))
+        values = [
+            v
+            for (t, k, _), v in sorted(self.store.items(), key=lambda kv: kv[0][2])
+            if (t, k) == (task_id, key)
+        ]
+        return values[0] if len(values) == 1 else values or None
 
     def get_first_reschedule_date(self, context: Any) -> None:
         return None
+
+
+class _OwnXComs(dict[str, Any]):
+    """A task instance's XComs as key -> value; writes go to the shared store."""
+
+    def __init__(self, ti: FakeTI) -> None:
+        super().__init__({k: v for (t, k, m), v in ti.store.items() if (t, m) == (ti.task_id, ti.map_index)})
+        self._ti = ti
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._ti.store[(self._ti.task_id, key, self._ti.map_index)] = value
 
 
 def context(ti: FakeTI | None = None, **extra: Any) -> Any:

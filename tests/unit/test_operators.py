@@ -30,6 +30,7 @@ from airflow_batch_streaming.operators import (
     BatchStreamingPreflightOperator,
 )
 from airflow_batch_streaming.operators.job import (
+    LABEL_SPEC,
     LABEL_TI,
     LABEL_TRY,
     label_value,
@@ -83,6 +84,21 @@ def run_to(fake: FakeHook, *states: str) -> None:
 
 def own_labels(ti: FakeTI, try_number: int) -> dict[str, str]:
     return task_instance_labels(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, try_number)
+
+
+def earlier_job(fake: FakeHook, ti: FakeTI, try_number: int, state: str, **op_kwargs: Any) -> dict[str, Any]:
+    """The job try `try_number` of `ti` made (with `op_kwargs` as its arguments), under its own name."""
+    op = make_op(fake, **op_kwargs)
+    then = context(
+        FakeTI(
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index,
+            try_number=try_number,
+        )
+    )
+    return fake.add_job(op.job_id_for(then), state, labels=op.build_job(then)["labels"])
 
 
 # --------------------------------------------------------------------------- import cost
@@ -165,8 +181,13 @@ def test_build_job_adds_task_instance_labels_and_parses_rendered_lists() -> None
     container = rest["taskGroups"][0]["taskSpec"]["runnables"][0]["container"]
     assert container["commands"] == ["/bin/sh", "-c", "echo hi"]
     assert container["enableImageStreaming"] is True
+    spec = rest["labels"].pop(LABEL_SPEC)
     assert rest["labels"] == {"team": "data", **own_labels(ti, 3)}
     assert rest["logsPolicy"] == {"destination": "CLOUD_LOGGING"}
+    # The spec hash ignores the try, and changes with anything submitted.
+    assert op.build_job(context(FakeTI(try_number=1)))["labels"][LABEL_SPEC] == spec
+    op.commands = ["/bin/sh", "-c", "echo bye"]
+    assert op.build_job(context(ti))["labels"][LABEL_SPEC] != spec
 
 
 def test_label_values_satisfy_gcp_rules() -> None:
@@ -191,9 +212,17 @@ def test_job_ids_are_deterministic_per_try_and_distinct_otherwise() -> None:
 
 
 def test_rendering_shows_the_job_as_json() -> None:
+    """No private Airflow API: `job` is set in execute, and Airflow records the rendered
+    fields again after the task (the public `overwrite_rtif_after_execution`)."""
     op = make_op(image_uri="{{ params.image }}", environment={"WHO": "{{ params.who }}"})
-    op.render_template_fields(context(params={"image": IMAGE, "who": "world"}))
+    assert "_do_render_template_fields" not in vars(BatchStreamingJobOperator)
+    assert BatchStreamingJobOperator.overwrite_rtif_after_execution is True
+    ctx = context(params={"image": IMAGE, "who": "world"})
+    op.render_template_fields(ctx)
     assert op.image_uri == IMAGE
+    install(op, FakeHook())
+    op.preflight, op.wait_for_completion = False, False
+    op.execute(ctx)
     assert op.job is not None
     assert op.job["taskGroups"][0]["taskSpec"]["environment"] == {"variables": {"WHO": "world"}}
     json.dumps(op.job)
@@ -214,7 +243,9 @@ def test_execute_waits_and_returns_the_summary_after_pushing_links() -> None:
     assert ti.xcoms[BATCH_JOB_XCOM_KEY]["name"] == result["name"]
     assert ti.xcoms[BatchJobConsoleLink.key] == result["console_url"]
     assert ti.xcoms[BatchJobLogsLink.key] == result["logs_url"]
-    assert fake.methods()[:3] == ["list_jobs", "is_service_enabled", "create_job"]
+    # This try's name is read first (GetJob, consistent); no ListJobs for a first try.
+    assert fake.methods()[:3] == ["get_job", "is_service_enabled", "create_job"]
+    assert "list_jobs" not in fake.methods()
     assert fake.methods().count("create_job") == 1
 
 
@@ -246,11 +277,12 @@ def test_transient_read_errors_are_tolerated_while_waiting() -> None:
     fake = FakeHook()
     run_to(fake, "RUNNING", "SUCCEEDED")
     fake.get_errors = [ServiceUnavailable("blip"), ServiceUnavailable("blip")]
-    assert make_op(fake).execute(context())["state"] == "SUCCEEDED"
+    assert make_op(fake, reattach=False).execute(context())["state"] == "SUCCEEDED"
+    assert fake.methods().count("get_job") == 4  # two failed reads, RUNNING, SUCCEEDED: no retry on top
     fake = FakeHook()
     fake.get_errors = [PermissionDenied("no")]
-    with pytest.raises(PermissionDenied):
-        make_op(fake).execute(context())
+    with pytest.raises(BatchStreamingError, match="no"):
+        make_op(fake, reattach=False).execute(context())
 
 
 def test_timeout_cancels_the_job() -> None:
@@ -266,7 +298,7 @@ def test_wait_for_completion_false_returns_at_once() -> None:
     fake = FakeHook()
     result = make_op(fake, wait_for_completion=False).execute(context())
     assert result["state"] == "QUEUED"
-    assert "get_job" not in fake.methods()
+    assert fake.methods() == ["get_job", "is_service_enabled", "create_job"]  # the lookup, no wait
 
 
 def test_preflight_errors_stop_the_submission() -> None:
@@ -299,7 +331,7 @@ def test_no_preflight_means_no_registry_or_api_call() -> None:
 def test_reattaches_to_a_running_job_of_an_earlier_try() -> None:
     fake = FakeHook()
     ti = FakeTI(try_number=2)
-    earlier = fake.add_job("earlier", "RUNNING", labels=own_labels(ti, 1))
+    earlier = earlier_job(fake, ti, 1, "RUNNING")
     fake.script[earlier["name"]] = ["SUCCEEDED"]
     result = make_op(fake).execute(context(ti))
     assert result["name"] == earlier["name"]
@@ -309,17 +341,17 @@ def test_reattaches_to_a_running_job_of_an_earlier_try() -> None:
 def test_a_succeeded_job_is_not_run_again() -> None:
     fake = FakeHook()
     ti = FakeTI(try_number=3)
-    fake.add_job("old", "FAILED", labels=own_labels(ti, 1))
-    done = fake.add_job("done", "SUCCEEDED", labels=own_labels(ti, 2))
+    earlier_job(fake, ti, 1, "FAILED")
+    done = earlier_job(fake, ti, 2, "SUCCEEDED")
     result = make_op(fake, deferrable=True).execute(context(ti))
     assert result["name"] == done["name"] and result["state"] == "SUCCEEDED"
-    assert fake.methods() == ["list_jobs"]
+    assert fake.methods() == ["get_job"] * 3  # tries 3, 2, 1 by name
 
 
 def test_a_failed_job_is_rerun_as_a_new_job() -> None:
     fake = FakeHook()
     ti = FakeTI(try_number=2)
-    failed = fake.add_job("failed", "FAILED", labels=own_labels(ti, 1))
+    failed = earlier_job(fake, ti, 1, "FAILED")
     other = fake.add_job("other-ti", "RUNNING", labels={LABEL_TI: "someone-else"})
     result = make_op(fake, wait_for_completion=False).execute(context(ti))
     assert result["name"] not in (failed["name"], other["name"])
@@ -329,9 +361,9 @@ def test_a_failed_job_is_rerun_as_a_new_job() -> None:
 def test_reattach_false_always_creates_this_tries_job() -> None:
     fake = FakeHook()
     ti = FakeTI(try_number=2)
-    fake.add_job("done", "SUCCEEDED", labels=own_labels(ti, 1))
+    earlier_job(fake, ti, 1, "SUCCEEDED")
     make_op(fake, reattach=False, wait_for_completion=False).execute(context(ti))
-    assert "list_jobs" not in fake.methods() and "create_job" in fake.methods()
+    assert fake.methods() == ["is_service_enabled", "create_job"]
 
 
 def test_same_try_rerun_finds_its_own_job() -> None:
@@ -379,7 +411,7 @@ def test_defers_with_an_absolute_deadline_and_a_serializable_trigger() -> None:
     assert isinstance(deferred.timeout, timedelta) and deferred.timeout.total_seconds() > 600
     # The links are there while the task is deferred.
     assert ctx["ti"].xcoms[BATCH_JOB_XCOM_KEY]["name"] == kwargs["job_name"]
-    assert "get_job" not in fake.methods()  # the create response is the state check
+    assert fake.methods().count("get_job") == 1  # the lookup; the create response is the state check
 
 
 def test_execute_complete_success_uses_the_event_summary() -> None:
@@ -610,3 +642,201 @@ def test_rendered_arguments_are_checked_together_before_any_call() -> None:
     assert any("project_id" in p for p in info.value.problems)
     assert any("task_count" in p for p in info.value.problems)
     assert fake.calls == []
+
+
+# --------------------------------------------------------------------------- identity (issue 13)
+
+
+class FakeDagRun:
+    """The DAG run fields the identity reads (Airflow's execution API `DagRun`)."""
+
+    def __init__(self, start: str = "2024-05-01T00:00:01.123456+00:00", clear_number: int = 0) -> None:
+        from datetime import datetime
+
+        self.start_date = datetime.fromisoformat(start)
+        self.run_after = datetime.fromisoformat("2024-05-01T00:00:00+00:00")
+        self.clear_number = clear_number
+
+
+def test_the_run_stamp_separates_deployments_and_clears_but_not_retries() -> None:
+    op = make_op()
+    here = context(FakeTI(), dag_run=FakeDagRun())
+    ids = {
+        op.job_id_for(here),
+        op.job_id_for(context(FakeTI(), dag_run=FakeDagRun(start="2024-05-01T00:00:02+00:00"))),  # elsewhere
+        op.job_id_for(context(FakeTI(), dag_run=FakeDagRun(clear_number=1))),  # cleared
+    }
+    assert len(ids) == 3
+    labels = {
+        op.build_job(c)["labels"][LABEL_TI]
+        for c in (here, context(FakeTI(), dag_run=FakeDagRun(clear_number=1)))
+    }
+    assert len(labels) == 2
+    # A retry of the same run keeps the task instance label (only the try label changes).
+    retry = context(FakeTI(try_number=2), dag_run=FakeDagRun())
+    assert op.build_job(retry)["labels"][LABEL_TI] == op.build_job(here)["labels"][LABEL_TI]
+
+
+def test_an_existing_job_of_someone_else_is_a_clear_error_not_an_adoption() -> None:
+    fake = FakeHook()
+    op = make_op(fake, wait_for_completion=False, reattach=False)
+    ctx = context()
+    fake.add_job(op.job_id_for(ctx), "SUCCEEDED", labels={LABEL_TI: "another-deployment", LABEL_SPEC: "x"})
+    with pytest.raises(BatchStreamingError, match="already exists but was not made by this task instance"):
+        op.execute(ctx)
+
+
+def test_a_job_with_the_same_name_but_another_spec_is_not_adopted() -> None:
+    fake = FakeHook()
+    ti = FakeTI()
+    earlier_job(fake, ti, 1, "SUCCEEDED", commands=["echo", "other input"])
+    with pytest.raises(BatchStreamingError, match="already exists"):
+        make_op(fake, wait_for_completion=False).execute(context(ti))
+    assert fake.methods().count("create_job") == 1
+
+
+def test_an_earlier_try_with_other_arguments_is_cancelled_not_reattached() -> None:
+    fake = FakeHook()
+    ti = FakeTI(try_number=2)
+    stale = earlier_job(fake, ti, 1, "RUNNING", commands=["echo", "old"])
+    result = make_op(fake, wait_for_completion=False).execute(context(ti))
+    assert result["name"] != stale["name"]
+    assert ("cancel_job", stale["name"]) in fake.calls
+    assert fake.methods().count("create_job") == 1
+
+
+def test_tries_beyond_the_name_lookups_are_found_by_label_and_a_refused_filter_degrades() -> None:
+    from google.api_core.exceptions import InvalidArgument
+
+    from airflow_batch_streaming.operators.job import NAME_LOOKUPS
+
+    fake = FakeHook()
+    ti = FakeTI(try_number=NAME_LOOKUPS + 2)
+    old = earlier_job(fake, ti, 1, "RUNNING")
+    fake.script[old["name"]] = ["SUCCEEDED"]
+    result = make_op(fake).execute(context(ti))
+    assert result["name"] == old["name"]
+    assert fake.methods().count("get_job") >= NAME_LOOKUPS and "list_jobs" in fake.methods()
+
+    refusing = FakeHook()
+    old = earlier_job(refusing, ti, 1, "RUNNING")
+
+    def refuse(*_: Any, **__: Any) -> list[Any]:
+        refusing.calls.append(("list_jobs", None))
+        raise InvalidArgument("filter not supported")
+
+    refusing.list_jobs = refuse  # type: ignore[method-assign]
+    made = make_op(refusing, wait_for_completion=False).execute(context(ti))
+    assert made["name"] != old["name"] and refusing.methods().count("create_job") == 1
+
+
+def test_a_kill_during_the_create_can_cancel_the_job_it_makes() -> None:
+    fake = FakeHook()
+    op = make_op(fake, wait_for_completion=False, preflight=False)
+    create = fake.create_job
+
+    def killed_while_creating(**kwargs: Any) -> dict[str, Any]:
+        job = create(**kwargs)  # the job exists; the answer has not come back yet
+        op.on_kill()
+        return job
+
+    fake.create_job = killed_while_creating  # type: ignore[method-assign]
+    op.execute(context())
+    (created,) = fake.jobs
+    assert ("cancel_job", created) in fake.calls
+
+
+# --------------------------------------------------------------------------- mapped tasks, deadlines
+
+
+def test_deferral_timeout_of_a_mapped_task_cancels_its_own_job() -> None:
+    """Airflow 3.3 returns a list from xcom_pull without map_indexes for a mapped task."""
+    fake = FakeHook()
+    store: dict[tuple[str, str, int], Any] = {}
+    jobs = {i: fake.add_job(f"j{i}", "RUNNING") for i in range(3)}
+    for i, job in jobs.items():
+        FakeTI(map_index=i, store=store).xcom_push(BATCH_JOB_XCOM_KEY, {"name": job["name"]})
+    assert isinstance(FakeTI(store=store).xcom_pull(task_ids="task", key=BATCH_JOB_XCOM_KEY), list)
+    with pytest.raises(BatchJobTimeoutError) as info:
+        make_op(fake, timeout=5).resume_execution(
+            "__fail__", {"error": "Trigger timeout"}, context(FakeTI(map_index=1, store=store))
+        )
+    assert info.value.cancelled
+    assert [name for method, name in fake.calls if method == "cancel_job"] == [jobs[1]["name"]]
+
+
+def test_deferred_wait_ends_at_execution_timeout_when_that_is_sooner() -> None:
+    from datetime import UTC, datetime
+
+    fake = FakeHook()
+    ti = FakeTI()
+    ti.start_date = datetime.now(UTC)  # type: ignore[attr-defined]
+    with pytest.raises(TaskDeferred) as info:
+        make_op(fake, deferrable=True, timeout=600, execution_timeout=timedelta(seconds=30)).execute(
+            context(ti)
+        )
+    end_time = info.value.trigger.serialize()[1]["end_time"]
+    assert ti.start_date.timestamp() + 29 < end_time < ti.start_date.timestamp() + 31  # type: ignore[attr-defined]
+    with pytest.raises(BatchJobTimeoutError) as timed_out:
+        make_op(fake, execution_timeout=timedelta(seconds=30)).execute_complete(
+            context(ti), {"status": "timeout", "job_name": job_name("x"), "cancelled": True}
+        )
+    assert timed_out.value.timeout == 30 and timed_out.value.cancelled
+
+
+def test_the_hook_is_the_only_retry_layer_and_respects_the_deadline() -> None:
+    """Persistent quota errors: the hook's attempts, once, and no sleep past the deadline."""
+    from google.api_core import exceptions as gexc
+
+    from airflow_batch_streaming.hooks.batch import BatchStreamingHook
+
+    hook = BatchStreamingHook.__new__(BatchStreamingHook)
+    calls: list[float] = []
+    slept: list[float] = []
+
+    def quota() -> None:
+        calls.append(time.time())
+        raise gexc.ResourceExhausted("quota")
+
+    import airflow_batch_streaming.hooks.batch as hook_module
+
+    real_sleep = hook_module.time.sleep
+    try:
+        hook_module.time.sleep = slept.append  # type: ignore[assignment]
+        with pytest.raises(gexc.ResourceExhausted):
+            hook._retry(quota, action="reading", attempts=6)
+        assert len(calls) == 6 and len(slept) == 5
+        calls.clear()
+        slept.clear()
+        hook.deadline = time.time() + 3  # the first quota backoff (5 s +-20%) would cross it
+        with pytest.raises(gexc.ResourceExhausted):
+            hook._retry(quota, action="reading", attempts=6)
+        assert len(calls) == 1 and slept == []
+    finally:
+        hook_module.time.sleep = real_sleep  # type: ignore[assignment]
+
+
+def test_tail_output_waits_for_lines_still_being_ingested() -> None:
+    from datetime import UTC, datetime
+
+    from airflow_batch_streaming.operators import _common
+
+    fake = FakeHook()
+    job = fake.add_job("j", "FAILED")
+    job["updateTime"] = datetime.now(UTC).isoformat()  # it just ended
+    arriving = [[log_entry("first")], [log_entry("first"), log_entry("last words")]]
+    reads: list[int] = []
+
+    def list_log_entries(*_: Any, **__: Any) -> list[dict[str, Any]]:
+        reads.append(1)
+        return list(reversed(arriving[min(len(reads), len(arriving)) - 1]))
+
+    fake.list_log_entries = list_log_entries  # type: ignore[method-assign]
+    slept: list[float] = []
+    assert _common.tail_output(fake, job, 20, sleep=slept.append) == ["[task 0] first", "[task 0] last words"]
+    assert len(reads) == 3 and len(slept) == 2  # the third read found nothing new: done
+    # A job that ended long ago is read once.
+    job["updateTime"] = "2024-01-01T00:00:00Z"
+    reads.clear()
+    _common.tail_output(fake, job, 20, sleep=slept.append)
+    assert len(reads) == 1

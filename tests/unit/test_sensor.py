@@ -209,3 +209,24 @@ def test_templated_fields() -> None:
     op = sensor(FakeHook(), job_name="{{ params.job }}")
     op.render_template_fields(context(params={"job": NAME}))
     assert op.job_name == NAME
+
+
+def test_templated_state_lists_are_parsed_back_into_lists() -> None:
+    fake = FakeHook()
+    fake.add_job("j", "RUNNING")
+    op = sensor(fake, target_states="{{ params.targets }}", failure_states="{{ params.failures }}")
+    op.target_states, op.failure_states = "['RUNNING']", "FAILED, CANCELLED"  # as rendered to text
+    result = op.poke(context())
+    assert isinstance(result, PokeReturnValue) and result.is_done
+    assert op.target_states == ["RUNNING"] and op.failure_states == ["FAILED", "CANCELLED"]
+    op.target_states = "['RUNING']"
+    with pytest.raises(ValueError, match="RUNING"):
+        op.poke(context())
+
+
+def test_poke_interval_zero_defers_with_the_adaptive_interval() -> None:
+    fake = FakeHook()
+    fake.add_job("j", "RUNNING")
+    with pytest.raises(TaskDeferred) as info:
+        sensor(fake, poke_interval=0, deferrable=True).execute(context())
+    assert info.value.trigger.serialize()[1]["poll_interval"] is None

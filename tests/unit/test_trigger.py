@@ -405,6 +405,7 @@ class FakeAsyncHook:
 async def _wait_all(hook: FakeAsyncHook, names: list[str]) -> list[WatchResult]:
     watcher = watcher_module.JobWatcher(asyncio.get_running_loop(), budget=ReadBudget(60_000))
     watcher._hook = hook  # type: ignore[assignment]
+    watcher._hook_made = time.monotonic()
     return list(await asyncio.gather(*(watcher.wait(name) for name in names)))
 
 
@@ -442,3 +443,79 @@ async def test_few_jobs_are_read_one_by_one() -> None:
     hook = FakeAsyncHook(dict.fromkeys(names, "SUCCEEDED"))
     await _wait_all(hook, names)
     assert hook.calls == ["get"] * 3
+
+
+class OutageHook(FakeAsyncHook):
+    """ListJobs refused (UNAVAILABLE or quota) while GetJob works."""
+
+    def __init__(self, states: dict[str, str], error: Exception) -> None:
+        super().__init__(states)
+        self.error = error
+
+    async def list_jobs_page_async(self, parent: str, *, filter: str, **_: Any) -> tuple[list[Any], str]:
+        self.calls.append("list")
+        raise self.error
+
+
+@pytest.mark.parametrize("kind", ["ServiceUnavailable", "ResourceExhausted", "InternalServerError"])
+async def test_a_failing_sweep_falls_back_to_get_job_at_once(kind: str) -> None:
+    from google.api_core import exceptions as gexc
+
+    names = [f"{PARENT}/jobs/done-{i}" for i in range(25)]
+    hook = OutageHook(dict.fromkeys(names, "FAILED"), getattr(gexc, kind)("listing is down"))
+    started = time.monotonic()
+    results = await asyncio.wait_for(_wait_all(hook, names), 10)
+    assert {(r.outcome, r.state) for r in results} == {("state", "FAILED")}
+    assert hook.calls == ["list"] + ["get"] * 25  # one failed sweep, then each job read once
+    assert time.monotonic() - started < 5
+
+
+async def test_a_quota_error_slows_only_its_project_and_region() -> None:
+    from google.api_core import exceptions as gexc
+
+    other = "projects/other/locations/europe-west1/jobs/fine"
+    throttled = f"{PARENT}/jobs/throttled"
+
+    class QuotaInOneRegion(FakeAsyncHook):
+        async def get_job_async(self, name: str, **_: Any) -> Any:
+            if name.startswith(PARENT):
+                self.calls.append("quota")
+                raise gexc.ResourceExhausted("quota of us-central1")
+            return await super().get_job_async(name)
+
+    hook = QuotaInOneRegion({other: "SUCCEEDED", throttled: "RUNNING"})
+    watcher = watcher_module.JobWatcher(asyncio.get_running_loop(), budget=ReadBudget(60_000))
+    watcher._hook, watcher._hook_made = hook, time.monotonic()  # type: ignore[assignment]
+    slow = asyncio.create_task(watcher.wait(throttled, deadline=time.time() + 3))
+    await asyncio.sleep(0.1)  # the quota error has happened
+    assert hook.calls[:1] == ["quota"]
+    started = time.monotonic()
+    result = await asyncio.wait_for(watcher.wait(other), 2)
+    assert result.state == "SUCCEEDED" and time.monotonic() - started < 0.5
+    assert PARENT in watcher._throttled_until and not any("other" in p for p in watcher._throttled_until)
+    slow.cancel()
+
+
+async def test_a_busy_watcher_replaces_its_hook_when_it_is_old() -> None:
+    names = [f"{PARENT}/jobs/done-{i}" for i in range(2)]
+    first, second = (
+        FakeAsyncHook(dict.fromkeys(names, "SUCCEEDED")),
+        FakeAsyncHook(dict.fromkeys(names, "SUCCEEDED")),
+    )
+    watcher = watcher_module.JobWatcher(asyncio.get_running_loop(), budget=ReadBudget(60_000))
+    watcher._hook, watcher._hook_made = first, time.monotonic() - watcher.hook_max_age - 1  # type: ignore[assignment]
+    made: list[Any] = []
+
+    def new_hook(**_: Any) -> Any:
+        made.append(second)
+        return second
+
+    import airflow_batch_streaming.hooks.batch as hook_module
+
+    original = hook_module.BatchStreamingHook
+    hook_module.BatchStreamingHook = new_hook  # type: ignore[assignment,misc]
+    try:
+        assert await watcher.get_hook() is second
+    finally:
+        hook_module.BatchStreamingHook = original  # type: ignore[misc]
+    assert made == [second] and watcher.stats["hooks"] == 1
