@@ -79,6 +79,9 @@ _STRUCTURED = frozenset(
         "accelerators",
         "lifecycle_policies",
         "allowed_locations",
+        "boot_disk",
+        "task_environments",
+        "notifications",
     }
 )
 # States worth reattaching to. CANCELLATION_IN_PROGRESS is not: it only ends CANCELLED.
@@ -210,6 +213,13 @@ class BatchStreamingJobOperator(BaseOperator):
         labels: Mapping[str, str] | None = None,
         allowed_locations: Sequence[str] | None = None,
         priority: int | str | None = None,
+        reservation: str | None = None,
+        boot_disk: Mapping[str, Any] | None = None,
+        instance_template: str | None = None,
+        runnable_timeout: str | int | float | timedelta | None = None,
+        install_ops_agent: bool | None = None,
+        task_environments: Sequence[Mapping[str, str]] | None = None,
+        notifications: Sequence[Any] | None = None,
         enable_image_streaming: bool | None = None,
         job_id: str | None = None,
         preflight: bool = True,
@@ -341,6 +351,8 @@ class BatchStreamingJobOperator(BaseOperator):
                 self.log.warning("Labels %s are set by the operator; the given values are replaced", clash)
             kwargs["labels"] = {**labels, **owned}
         spec = JobSpec.from_kwargs(**kwargs)
+        for warning in spec.warnings():
+            self.log.warning("%s", warning)
         region = self.region if not problems else None
         problems += spec.problems(region)
         if problems:
