@@ -552,7 +552,7 @@ def test_logs_operator_copies_entries_into_the_task_log() -> None:
     assert result["by_severity"] == {"INFO": 2, "ERROR": 1}
     assert result["last_lines"] == ["[task 1] oops", "[task 0] two"]
     query = fake.calls[-1][1]
-    assert 'logName=("projects/proj/logs/batch_task_logs")' in query
+    assert query.startswith('log_id("batch_task_logs") AND ') and "projects/" not in query
     assert f'labels.job_uid="{job["uid"]}"' in query and 'timestamp>="2024-05-01T10:00:00Z"' in query
     lines = {entry["event"]: entry["log_level"] for entry in logs}
     assert lines == {**lines, "[task 0] one": "info", "[task 1] oops": "warning", "[task 0] two": "info"}

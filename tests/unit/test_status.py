@@ -121,7 +121,7 @@ def test_logs_url_holds_an_encoded_query_for_both_logs() -> None:
     assert " " not in encoded and '"' not in encoded and "\n" not in encoded
     query = unquote(encoded)
     assert query == (
-        'logName=("projects/my-proj/logs/batch_task_logs" OR "projects/my-proj/logs/batch_agent_logs")\n'
+        '(log_id("batch_task_logs") OR log_id("batch_agent_logs"))\n'
         f'labels.job_uid="{UID}"'
     )
 
