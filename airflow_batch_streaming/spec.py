@@ -937,9 +937,7 @@ class _Compiler:
         labels: dict[str, str] = {}
         items = self.mapping(self.spec.labels, "labels")
         if len(items) > _MAX_LABELS:
-            self.add(
-                f"labels has {len(items)} entries: a Batch job takes at most {_MAX_LABELS} custom ones"
-            )
+            self.add(f"labels has {len(items)} entries: a Batch job takes at most {_MAX_LABELS} custom ones")
         for key, value in items:
             key_ok = isinstance(key, str) and bool(_LABEL_KEY_RE.match(key))
             if not key_ok:
