@@ -48,6 +48,7 @@ API_DISABLED: Final = "api-disabled"
 API_CHECK_SKIPPED: Final = "api-check-skipped"
 LOGS_DISABLED: Final = "logs-disabled"
 MUTABLE_TAG: Final = "mutable-tag"
+PLATFORM_ASSUMED: Final = "platform-assumed"
 
 GZIPPED_EMPTY_TAR: Final = "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"
 EMPTY_TAR: Final = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
@@ -644,6 +645,16 @@ def check_job(
         )
         return _report(first, location, findings + job_findings, ManifestSummary())
     machine_platform = locations.platform_for_machine_type(locations.machine_type_of(rest))
+    if platform is None and _uses_instance_template(rest):
+        job_findings.append(
+            _warning(
+                PLATFORM_ASSUMED,
+                "the job's VMs come from an instance template, which hides their machine type: "
+                f"the image was checked for {machine_platform}",
+                "If the template's machine type is Arm (t2a, c4a, n4a), run the preflight with "
+                "platform='linux/arm64'.",
+            )
+        )
     return _finish(
         images,
         location,
@@ -656,6 +667,12 @@ def check_job(
         api_check=api_check,
         overrides=overrides,
     )
+
+
+def _uses_instance_template(rest: Mapping[str, Any]) -> bool:
+    policy = rest.get("allocationPolicy")
+    instances = policy.get("instances") if isinstance(policy, Mapping) else None
+    return any(isinstance(i, Mapping) and i.get("instanceTemplate") for i in instances or [])
 
 
 def _region(location: str) -> tuple[str | None, list[Finding]]:

@@ -320,18 +320,13 @@ class JobSpec:
         return rest
 
     def warnings(self) -> list[str]:
-        """Accepted but worth saying: legacy or assumption-laden choices (never refusals)."""
+        """Accepted but worth saying (never refusals): a legacy provisioning model."""
         found = []
         model = self.provisioning_model
         if isinstance(model, str) and model.strip().upper() == "PREEMPTIBLE":
             found.append(
                 "provisioning_model PREEMPTIBLE is legacy (Batch still supports it, on Spot VMs "
                 "underneath): 'SPOT' is the current name"
-            )
-        if isinstance(self.instance_template, str) and self.instance_template:
-            found.append(
-                "instance_template hides the machine type: the preflight assumes the image platform "
-                "linux/amd64 unless platform= is given"
             )
         return found
 
