@@ -33,8 +33,16 @@ REQUIRED = (
     "BATCH_STREAMING_SYSTEM_TEST_IMAGE",
 )
 MISSING = [name for name in REQUIRED if not os.environ.get(name)]
-#: Credentials and gcloud settings a real run needs; the rest of the shell is left out.
-PASSED_THROUGH = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "GOOGLE_CLOUD_QUOTA_PROJECT")
+#: Credentials and gcloud settings a real run needs; the rest of the shell is left out. The
+#: emulator and registry switches pass too, so the suite can be rehearsed locally (with both
+#: set, nothing reaches Google).
+PASSED_THROUGH = (
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "CLOUDSDK_CONFIG",
+    "GOOGLE_CLOUD_QUOTA_PROJECT",
+    "BATCH_STREAMING_EMULATOR_HOST",
+    "BATCH_STREAMING_REGISTRY_URL",
+)
 
 pytestmark = [
     pytest.mark.system,
