@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,16 +35,31 @@ REQUIRED = (
     "BATCH_STREAMING_SYSTEM_TEST_IMAGE",
 )
 MISSING = [name for name in REQUIRED if not os.environ.get(name)]
-#: Credentials and gcloud settings a real run needs; the rest of the shell is left out. The
-#: emulator and registry switches pass too, so the suite can be rehearsed locally (with both
-#: set, nothing reaches Google).
-PASSED_THROUGH = (
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "CLOUDSDK_CONFIG",
-    "GOOGLE_CLOUD_QUOTA_PROJECT",
-    "BATCH_STREAMING_EMULATOR_HOST",
-    "BATCH_STREAMING_REGISTRY_URL",
-)
+#: Credentials and gcloud settings a real run needs; the rest of the shell is left out.
+PASSED_THROUGH = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "GOOGLE_CLOUD_QUOTA_PROJECT")
+#: A rehearsal on the local emulator and registry (nothing reaches Google): these become
+#: BATCH_STREAMING_EMULATOR_HOST / BATCH_STREAMING_REGISTRY_URL of the runs, which the
+#: test-wide conftest keeps out of every other test.
+REHEARSAL = {
+    "BATCH_STREAMING_SYSTEM_TEST_EMULATOR_HOST": "BATCH_STREAMING_EMULATOR_HOST",
+    "BATCH_STREAMING_SYSTEM_TEST_REGISTRY_URL": "BATCH_STREAMING_REGISTRY_URL",
+}
+CLEANUP = """
+import json, sys
+from airflow_batch_streaming.hooks import clients
+parent, started, names = sys.argv[1], float(sys.argv[2]), set(json.loads(sys.argv[3]))
+client = clients.batch_client()
+for dag_id in ("example_image_streaming", "example_streaming_fanout"):
+    for job in client.list_jobs(request={"parent": parent, "filter": f'labels."airflow-dag"="{dag_id}"'}):
+        if job.create_time.timestamp() >= started - 60:
+            names.add(job.name)
+for name in sorted(names):
+    try:
+        client.delete_job(name=name)
+        print("deleted", name)
+    except Exception as error:
+        print("cleanup:", name, error)
+"""
 
 pytestmark = [
     pytest.mark.system,
@@ -81,33 +98,34 @@ def real_env(tmp_path_factory: pytest.TempPathFactory, project: dict[str, str]) 
                 {"conn_type": "google_cloud_platform", "extra": {"project": project["project"]}}
             ),
             **{name: os.environ[name] for name in PASSED_THROUGH if os.environ.get(name)},
+            **{ours: os.environ[given] for given, ours in REHEARSAL.items() if os.environ.get(given)},
         },
     )
-    env.pop("NO_GCE_CHECK", None)  # credentials may come from the metadata server
+    for name in ("NO_GCE_CHECK", "GCE_METADATA_HOST", "GCE_METADATA_IP"):  # the test-wide blocks:
+        env.pop(name, None)  # real credentials may come from the metadata server
     migrate(env)
     return env
 
 
 @pytest.fixture
-def cleanup(project: dict[str, str]) -> Iterator[set[str]]:
+def cleanup(project: dict[str, str], real_env: dict[str, str]) -> Iterator[set[str]]:
     """Names of the jobs a test created; every one of them, and every job labelled with the
-    DAG it ran, is deleted at the end (ListJobs lags, hence both)."""
+    DAG it ran, is deleted at the end (ListJobs lags, hence both). Run with the runs' own
+    environment and credentials, in a child process like the runs."""
     names: set[str] = set()
     started = time.time()
     yield names
-    from airflow_batch_streaming.hooks import clients
-
-    client = clients.batch_client()
     parent = f"projects/{project['project']}/locations/{project['region']}"
-    for dag_id in ("example_image_streaming", "example_streaming_fanout"):
-        for job in client.list_jobs(request={"parent": parent, "filter": f'labels."airflow-dag"="{dag_id}"'}):
-            if job.create_time.timestamp() >= started - 60:
-                names.add(job.name)
-    for name in sorted(names):
-        try:
-            client.delete_job(name=name)
-        except Exception as error:  # already gone, or never made: say so, do not fail the test
-            print(f"cleanup: {name}: {error}")
+    done = subprocess.run(
+        [sys.executable, "-c", CLEANUP, parent, str(started), json.dumps(sorted(names))],
+        env=real_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    print(done.stdout, done.stderr[-2000:])
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def _run(dag_id: str, env: dict[str, str]) -> dict[str, Any]:
