@@ -58,6 +58,7 @@ NOT_A_CONTAINER_IMAGE: Final = "not-a-container-image"
 FOREIGN_LAYER: Final = "foreign-layer"
 LOCATION_OUTSIDE_JOB_REGION: Final = "location-outside-job-region"
 GCR_IO_HOST: Final = "gcr-io-host"
+PLATFORM_ASSUMED: Final = "platform-assumed"
 
 GZIPPED_EMPTY_TAR: Final = oci.GZIPPED_EMPTY_TAR
 EMPTY_TAR: Final = oci.EMPTY_TAR
@@ -546,7 +547,7 @@ def check_platform(
     """The image's os/architecture/variant must be what the VMs run (single-arch images too).
 
     `note` says how `vm_platform` was found; `certain=False` (an instance template, an
-    unknown machine family) makes a mismatch a warning.
+    unknown machine family) makes a mismatch a warning, and a match a `platform-assumed` warning.
     """
     if not info.platform:
         return []
@@ -555,9 +556,18 @@ def check_platform(
         have = oci.parse_platform(info.platform)
     except ValueError:
         return []
-    if want.runs(have):
-        return []
     why = f" ({note})" if note else ""
+    if want.runs(have):
+        if certain:
+            return []
+        # An image that matches an assumption can still be wrong for the real VMs: say so.
+        return [
+            _warning(
+                PLATFORM_ASSUMED,
+                f"the image was checked for {want.key}{why}",
+                "If the VMs are Arm (t2a, c4a, n4a), run the preflight with platform='linux/arm64'.",
+            )
+        ]
     if have.os != want.os:
         problem = f"the image is built for {have.key}, but Batch VMs run {want.key}{why}"
         if have.os == "windows":

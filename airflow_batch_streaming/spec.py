@@ -35,10 +35,12 @@ __all__ = [
     "PREEMPTION_EXIT_CODE",
     "STREAMING_CONTAINER_FIELDS",
     "Accelerator",
+    "BootDisk",
     "GcsVolume",
     "JobSpec",
     "LifecyclePolicy",
     "NfsVolume",
+    "Notification",
     "SpecError",
     "job_to_rest",
     "make_job_id",
@@ -69,7 +71,11 @@ _MAX_PARALLELISM: Final = 5_000
 _MAX_RETRIES: Final = 10
 _MAX_INT: Final = 2**31 - 1  # keeps every integer inside the proto's int32/int64 range
 _MAX_DURATION_SECONDS: Final = 315_576_000_000  # google.protobuf.Duration's maximum
-_MAX_LABELS: Final = 64
+#: Custom labels a job may carry (docs "Organize resources using labels": at most 63), and
+#: the prefixes Google keeps for itself: ``goog-``/``google-`` (Job.labels in the batch.v1
+#: discovery document) and ``batch-`` (Batch's predefined labels such as ``batch-job-id``).
+MAX_LABELS: Final = 63
+_RESERVED_LABEL_PREFIXES: Final = ("goog-", "google-", "batch-")
 
 _ENV_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_RE: Final = re.compile(r"^projects/[^/\s]+/secrets/[^/\s]+/versions/[^/\s]+$")
@@ -93,7 +99,31 @@ _SECONDS_RE: Final = re.compile(r"^(?P<s>\d+(?:\.\d+)?)s?$")
 _HMS_RE: Final = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
 
 _ACTIONS: Final = ("RETRY_TASK", "FAIL_TASK")
-_PROVISIONING_MODELS: Final = ("STANDARD", "SPOT")
+#: ``InstancePolicy.provisioningModel`` (batch.v1). PREEMPTIBLE is deprecated but "still
+#: supported", so it is accepted (see :func:`spec_warnings`).
+_PROVISIONING_MODELS: Final = ("STANDARD", "SPOT", "PREEMPTIBLE", "FLEX_START", "RESERVATION_BOUND")
+#: Boot disk types Batch documents for boot disks (``Disk.type``); hyperdisks for newer machines.
+_BOOT_DISK_TYPE_RE: Final = re.compile(r"^(pd-(balanced|extreme|ssd|standard)|hyperdisk-[a-z0-9-]+)$")
+_BOOT_IMAGE_RE: Final = re.compile(
+    r"^(batch-debian|batch-cos|batch-hpc-rocky|"
+    rf"{_COMPUTE_URL}projects/[^/\s]+/global/images/(family/)?[a-z]([-a-z0-9]{{0,61}}[a-z0-9])?)$"
+)
+_RESERVATION_RE: Final = re.compile(
+    r"^(NO_RESERVATION|[a-z]([-a-z0-9]{0,61}[a-z0-9])?|"
+    r"projects/[^/\s]+/(zones/[a-z0-9-]+/)?reservations/[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+    r"(/reservationBlocks/[^/\s]+(/reservationSubBlocks/[^/\s]+)?)?)$"
+)
+_TEMPLATE_RE: Final = re.compile(
+    rf"^({_COMPUTE_URL}projects/[^/\s]+/(global|regions/[a-z]+-[a-z]+[0-9]+)/instanceTemplates/)?"
+    r"([0-9]+|[a-z]([-a-z0-9]{0,61}[a-z0-9])?)$"
+)
+_TOPIC_RE: Final = re.compile(r"^projects/[^/\s]+/topics/[A-Za-z][-A-Za-z0-9._~%+]{2,254}$")
+_MESSAGE_TYPES: Final = ("JOB_STATE_CHANGED", "TASK_STATE_CHANGED")
+_JOB_STATES: Final = (
+    "QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED", "FAILED",
+    "DELETION_IN_PROGRESS", "CANCELLATION_IN_PROGRESS", "CANCELLED",
+)  # fmt: skip
+_TASK_STATES: Final = ("PENDING", "ASSIGNED", "RUNNING", "FAILED", "SUCCEEDED", "UNEXECUTED")
 _NANOS: Final = Decimal(1_000_000_000)
 # Top-level keys that betray a snake_case (``Job.to_dict``-style) job rather than REST JSON.
 _SNAKE_JOB_KEYS: Final = frozenset(
@@ -153,6 +183,34 @@ class LifecyclePolicy:
     exit_codes: Sequence[int]
 
 
+@dataclass(frozen=True)
+class BootDisk:
+    """The VM's boot disk (``instancePolicy.bootDisk``): image, type and size in GB.
+
+    ``image``: ``batch-debian``, ``batch-cos``, ``batch-hpc-rocky`` or
+    ``projects/P/global/images/[family/]NAME``; ``type``: ``pd-balanced`` (Batch's default),
+    ``pd-ssd``, ``pd-standard``, ``pd-extreme`` or a ``hyperdisk-*`` type.
+    """
+
+    image: str | None = None
+    type: str | None = None
+    size_gb: int | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A Pub/Sub message Batch publishes when the job (or a task) changes state.
+
+    ``new_job_state`` / ``new_task_state`` narrow the messages to one state; without a
+    message type Batch sends nothing, so ``type`` is always sent.
+    """
+
+    pubsub_topic: str
+    type: str = "JOB_STATE_CHANGED"
+    new_job_state: str | None = None
+    new_task_state: str | None = None
+
+
 # Mapping keys accepted for the records above: their own names plus the REST camelCase ones,
 # so a dict copied from a gcloud config works too.
 _RECORD_ALIASES: Final[dict[str, str]] = {
@@ -160,6 +218,10 @@ _RECORD_ALIASES: Final[dict[str, str]] = {
     "mountPath": "mount_path",
     "mountOptions": "mount_options",
     "exitCodes": "exit_codes",
+    "sizeGb": "size_gb",
+    "pubsubTopic": "pubsub_topic",
+    "newJobState": "new_job_state",
+    "newTaskState": "new_task_state",
 }
 
 
@@ -173,8 +235,13 @@ class JobSpec:
 
     ``boot_disk_mib`` maps to ``taskSpec.computeResource.bootDiskMib``: the *extra* boot disk
     Batch adds per task, which is what Batch documents for per-task disk needs.
-    ``retry_on_preemption`` adds a RETRY_TASK policy on exit code 50001 and, if
-    ``max_retry_count`` is 0, raises it to :data:`DEFAULT_PREEMPTION_RETRIES`.
+
+    Batch reads one lifecycle policy per task spec (batch.v1 ``TaskSpec.lifecyclePolicies``:
+    "Currently we only support one lifecycle policy"), so ``retry_on_preemption`` is merged
+    into it rather than appended: with no policy every failure is already retried; with a
+    RETRY_TASK policy exit code 50001 joins its codes; with a FAIL_TASK policy 50001 is
+    already retried (unless it is listed, which is a conflict). If ``max_retry_count`` is 0
+    it is raised to :data:`DEFAULT_PREEMPTION_RETRIES`.
     """
 
     image_uri: str
@@ -207,6 +274,13 @@ class JobSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     allowed_locations: Sequence[str] = ()
     priority: int | None = None
+    reservation: str | None = None
+    boot_disk: BootDisk | Mapping[str, Any] | None = None
+    instance_template: str | None = None
+    runnable_timeout: str | int | float | timedelta | None = None
+    install_ops_agent: bool = False
+    task_environments: Sequence[Mapping[str, str]] = ()
+    notifications: Sequence[Notification | Mapping[str, Any]] = ()
     enable_image_streaming: bool = True
 
     @classmethod
@@ -246,6 +320,17 @@ class JobSpec:
             raise SpecError(problems)
         return rest
 
+    def warnings(self) -> list[str]:
+        """Accepted but worth saying (never refusals): a legacy provisioning model."""
+        found = []
+        model = self.provisioning_model
+        if isinstance(model, str) and model.strip().upper() == "PREEMPTIBLE":
+            found.append(
+                "provisioning_model PREEMPTIBLE is legacy (Batch still supports it, on Spot VMs "
+                "underneath): 'SPOT' is the current name"
+            )
+        return found
+
     def to_job(self, region: str | None = None) -> batch_v1.Job:
         """The job as a ``batch_v1.Job`` proto (imports the client library now)."""
         return rest_to_job(self.to_rest(region))
@@ -276,7 +361,18 @@ class _Compiler:
         task_count = self.integer(
             s.task_count, "task_count", 1, _MAX_TASK_COUNT, "the number of tasks in the job", default=1
         )
-        if task_count is not None:
+        task_environments = self.task_environments()
+        if task_environments:
+            # TaskGroup.taskEnvironments: "task_count should not be specified ... Task count will
+            # be the length of task_environments" (batch.v1).
+            if task_count not in (None, 1, len(task_environments)):
+                self.add(
+                    f"task_count ({task_count}) differs from the {len(task_environments)} entries of "
+                    "task_environments: Batch runs one task per entry, so leave task_count unset"
+                )
+            task_count = len(task_environments)
+            task_group["taskEnvironments"] = task_environments
+        elif task_count is not None:
             task_group["taskCount"] = task_count
         parallelism = self.integer(
             s.parallelism, "parallelism", 1, _MAX_PARALLELISM, "how many tasks run at once"
@@ -306,6 +402,9 @@ class _Compiler:
         if labels:
             rest["labels"] = labels
         rest["logsPolicy"] = {"destination": "CLOUD_LOGGING"}
+        notifications = self.notifications()
+        if notifications:
+            rest["notifications"] = notifications
         self.check_encodable(rest)
         return rest, self.problems
 
@@ -313,7 +412,11 @@ class _Compiler:
 
     def task_spec(self) -> dict[str, Any]:
         s = self.spec
-        task_spec: dict[str, Any] = {"runnables": [{"container": self.container()}]}
+        runnable: dict[str, Any] = {"container": self.container()}
+        timeout = self.duration(s.runnable_timeout, "runnable_timeout")
+        if timeout is not None:
+            runnable["timeout"] = timeout
+        task_spec: dict[str, Any] = {"runnables": [runnable]}
         compute: dict[str, Any] = {}
         for name, key, what in (
             ("cpu_milli", "cpuMilli", "milli-CPUs per task, e.g. 2000 for 2 vCPUs"),
@@ -325,7 +428,7 @@ class _Compiler:
                 compute[key] = value
         if compute:
             task_spec["computeResource"] = compute
-        duration = self.duration(s.max_run_duration)
+        duration = self.duration(s.max_run_duration, "max_run_duration")
         if duration is not None:
             task_spec["maxRunDuration"] = duration
         retries, policies = self.retries_and_policies()
@@ -377,14 +480,27 @@ class _Compiler:
             self.add(f"{where}: the container path {parts[1]!r} must be absolute (start with '/')")
 
     def retries_and_policies(self) -> tuple[int, list[dict[str, Any]]]:
+        """``maxRetryCount`` and the one lifecycle policy Batch reads, with preemption merged in.
+
+        Batch honours one policy per task spec (batch.v1 ``TaskSpec.lifecyclePolicies``) and
+        ignores the rest, so two policies are refused instead of half applied. RETRY_TASK
+        retries the codes it lists and fails all others; FAIL_TASK fails the codes it lists
+        and retries all others; no policy retries every failure (all up to maxRetryCount).
+        """
         s = self.spec
         retries = self.integer(
             s.max_retry_count, "max_retry_count", 0, _MAX_RETRIES, "retries per failed task", default=0
         )
         preempt = self.boolean(s.retry_on_preemption, "retry_on_preemption", default=False)
-        actions: dict[int, str] = {}
         policies: list[dict[str, Any]] = []
-        for index, raw in enumerate(self.sequence(s.lifecycle_policies, "lifecycle_policies")):
+        raw_policies = self.sequence(s.lifecycle_policies, "lifecycle_policies")
+        if len(raw_policies) > 1:
+            self.add(
+                f"lifecycle_policies has {len(raw_policies)} policies but Batch applies only one per "
+                "task (the others are ignored): merge them into one policy, RETRY_TASK with the exit "
+                "codes to retry or FAIL_TASK with the exit codes to give up on"
+            )
+        for index, raw in enumerate(raw_policies):
             where = f"lifecycle_policies[{index}]"
             record = self.record(raw, LifecyclePolicy, where)
             if record is None:
@@ -398,27 +514,20 @@ class _Compiler:
             codes = self.exit_codes(record["exit_codes"], f"{where}.exit_codes")
             if action is None or codes is None:
                 continue
-            for code in codes:
-                previous = actions.setdefault(code, action)
-                if previous != action:
-                    self.add(
-                        f"{where}: exit code {code} is both {previous} and {action}: "
-                        "give each exit code one action"
-                    )
             policies.append({"action": action, "actionCondition": {"exitCodes": codes}})
+        policy = policies[0] if len(policies) == 1 and len(raw_policies) == 1 else None
         if preempt:
-            if actions.get(PREEMPTION_EXIT_CODE) == "FAIL_TASK":
+            codes = policy["actionCondition"]["exitCodes"] if policy else []
+            if policy and policy["action"] == "RETRY_TASK" and PREEMPTION_EXIT_CODE not in codes:
+                codes.append(PREEMPTION_EXIT_CODE)
+            elif policy and policy["action"] == "FAIL_TASK" and PREEMPTION_EXIT_CODE in codes:
                 self.add(
-                    f"retry_on_preemption conflicts with a FAIL_TASK policy in lifecycle_policies on "
-                    f"exit code {PREEMPTION_EXIT_CODE}: drop one of them"
-                )
-            elif PREEMPTION_EXIT_CODE not in actions:
-                policies.append(
-                    {"action": "RETRY_TASK", "actionCondition": {"exitCodes": [PREEMPTION_EXIT_CODE]}}
+                    f"retry_on_preemption conflicts with the FAIL_TASK policy in lifecycle_policies, "
+                    f"which lists exit code {PREEMPTION_EXIT_CODE} (Spot preemption): drop one of them"
                 )
             if retries == 0:
                 retries = DEFAULT_PREEMPTION_RETRIES
-        elif retries == 0 and "RETRY_TASK" in actions.values():
+        elif retries == 0 and policy and policy["action"] == "RETRY_TASK":
             self.add(
                 "lifecycle_policies has a RETRY_TASK policy but max_retry_count is 0, so it would "
                 "never retry: set max_retry_count between 1 and 10 (retry_on_preemption does this for you)"
@@ -448,7 +557,7 @@ class _Compiler:
                 codes.append(code)
         return codes if ok else None
 
-    def duration(self, value: object) -> str | None:
+    def duration(self, value: object, name: str) -> str | None:
         if value is None:
             return None
         hint = "give seconds (3600), a timedelta, or a string like '3600s' or '1h30m'"
@@ -464,14 +573,14 @@ class _Compiler:
         elif isinstance(value, str):
             seconds = _parse_duration(value.strip())
         if seconds is None:
-            self.add(f"max_run_duration {value!r} is not a duration: {hint}")
+            self.add(f"{name} {value!r} is not a duration: {hint}")
             return None
         if seconds > _MAX_DURATION_SECONDS:
-            self.add(f"max_run_duration {value!r} is too long: at most {_MAX_DURATION_SECONDS} seconds")
+            self.add(f"{name} {value!r} is too long: at most {_MAX_DURATION_SECONDS} seconds")
             return None
         nanos = int(seconds * _NANOS)
         if nanos <= 0:
-            self.add(f"max_run_duration must be positive, got {value!r}: {hint}")
+            self.add(f"{name} must be positive, got {value!r}: {hint}")
             return None
         return _format_duration(nanos)
 
@@ -599,10 +708,26 @@ class _Compiler:
             upper = model.strip().upper() if isinstance(model, str) else None
             if upper in _PROVISIONING_MODELS:
                 policy["provisioningModel"] = upper
-            elif upper == "PREEMPTIBLE":
-                self.add("provisioning_model PREEMPTIBLE is legacy: use 'SPOT' (same pricing, no 24 h limit)")
             else:
-                self.add(f"provisioning_model must be 'STANDARD' or 'SPOT', got {model!r}")
+                self.add(
+                    f"provisioning_model must be one of {', '.join(_PROVISIONING_MODELS)}, got {model!r}"
+                )
+        if s.reservation is not None:
+            if isinstance(s.reservation, str) and _RESERVATION_RE.match(s.reservation):
+                policy["reservation"] = s.reservation
+            else:
+                self.add(
+                    f"reservation {s.reservation!r} is not a reservation: give its name, "
+                    "'projects/PROJECT/zones/ZONE/reservations/NAME', or 'NO_RESERVATION'"
+                )
+        if policy.get("provisioningModel") == "RESERVATION_BOUND" and policy.get("reservation") in (
+            None,
+            "NO_RESERVATION",
+        ):
+            self.add(
+                "provisioning_model RESERVATION_BOUND needs the reservation its VMs are bound to: "
+                "set reservation='projects/PROJECT/zones/ZONE/reservations/NAME'"
+            )
         accelerators: list[dict[str, Any]] = []
         for index, raw in enumerate(self.sequence(s.accelerators, "accelerators")):
             where = f"accelerators[{index}]"
@@ -618,12 +743,22 @@ class _Compiler:
                 accelerators.append({"type": kind, "count": count})
         if accelerators:
             policy["accelerators"] = accelerators
-        install = self.boolean(s.install_gpu_drivers, "install_gpu_drivers", default=bool(accelerators))
+        boot_disk = self.boot_disk()
+        if boot_disk:
+            policy["bootDisk"] = boot_disk
         instance: dict[str, Any] = {}
-        if policy:
+        template = self.instance_template(policy)
+        if template is not None:
+            instance["instanceTemplate"] = template
+        elif policy:
             instance["policy"] = policy
+        install = self.boolean(
+            s.install_gpu_drivers, "install_gpu_drivers", default=bool(accelerators) and template is None
+        )
         if install:
             instance["installGpuDrivers"] = True
+        if self.boolean(s.install_ops_agent, "install_ops_agent", default=False):
+            instance["installOpsAgent"] = True
         if instance:
             allocation["instances"] = [instance]
 
@@ -639,6 +774,75 @@ class _Compiler:
                     "'NAME@PROJECT.iam.gserviceaccount.com'"
                 )
         return allocation
+
+    def boot_disk(self) -> dict[str, Any]:
+        s = self.spec
+        if s.boot_disk is None:
+            return {}
+        record = self.record(s.boot_disk, BootDisk, "boot_disk")
+        if record is None:
+            return {}
+        disk: dict[str, Any] = {}
+        image, kind = record["image"], record["type"]
+        if image is not None:
+            if isinstance(image, str) and _BOOT_IMAGE_RE.match(image):
+                disk["image"] = image
+            else:
+                self.add(
+                    f"boot_disk.image {image!r} is not a VM image: give 'batch-debian', 'batch-cos', "
+                    "'batch-hpc-rocky' or 'projects/PROJECT/global/images/[family/]NAME'"
+                )
+        if kind is not None:
+            if isinstance(kind, str) and _BOOT_DISK_TYPE_RE.match(kind):
+                disk["type"] = kind
+            else:
+                self.add(
+                    f"boot_disk.type {kind!r} is not a boot disk type: use 'pd-balanced' (the default), "
+                    "'pd-ssd', 'pd-standard', 'pd-extreme' or a 'hyperdisk-*' type"
+                )
+        size = self.integer(record["size_gb"], "boot_disk.size_gb", 1, 65_536, "boot disk size in GB")
+        if size is not None:
+            disk["sizeGb"] = size
+            if s.boot_disk_mib is not None:
+                # Disk.sizeGb: "If both this field and the boot_disk_mib field ... are defined,
+                # Batch will only honor this field."
+                self.add(
+                    "boot_disk.size_gb and boot_disk_mib both size the boot disk and Batch honours "
+                    "only size_gb: give one of them"
+                )
+        if image is None and kind is None and record["size_gb"] is None:
+            self.add("boot_disk is empty: give image, type or size_gb, or leave it unset")
+        return disk
+
+    def instance_template(self, policy: dict[str, Any]) -> str | None:
+        """The template, or None; a template replaces the whole instance policy and network."""
+        s = self.spec
+        if s.instance_template is None:
+            return None
+        if not isinstance(s.instance_template, str) or not _TEMPLATE_RE.match(s.instance_template):
+            self.add(
+                f"instance_template {s.instance_template!r} is not an instance template: give its name, "
+                "ID, or 'projects/PROJECT/global/instanceTemplates/NAME'"
+            )
+            return None
+        # InstancePolicyOrTemplate holds a policy or a template, not both; the network policy is
+        # replaced by the template's (AllocationPolicy.network in batch.v1).
+        clashing = [
+            name
+            for name in (
+                "machine_type", "provisioning_model", "reservation", "accelerators", "boot_disk",
+                "network", "subnetwork",
+            )
+            if getattr(s, name) not in (None, (), [])
+        ]  # fmt: skip
+        if s.no_external_ip_address is True or s.no_external_ip_address == "true":
+            clashing.append("no_external_ip_address")
+        if clashing:
+            self.add(
+                f"instance_template replaces the VM settings {', '.join(clashing)}: set them in the "
+                "template instead, or drop instance_template"
+            )
+        return s.instance_template
 
     def locations(self) -> tuple[list[str], str | None]:
         raw = self.spec.allowed_locations
@@ -729,8 +933,8 @@ class _Compiler:
     def labels(self) -> dict[str, str]:
         labels: dict[str, str] = {}
         items = self.mapping(self.spec.labels, "labels")
-        if len(items) > _MAX_LABELS:
-            self.add(f"labels has {len(items)} entries: at most {_MAX_LABELS}")
+        if len(items) > MAX_LABELS:
+            self.add(f"labels has {len(items)} entries: a Batch job takes at most {MAX_LABELS} custom ones")
         for key, value in items:
             key_ok = isinstance(key, str) and bool(_LABEL_KEY_RE.match(key))
             if not key_ok:
@@ -738,8 +942,11 @@ class _Compiler:
                     f"labels: key {key!r} is invalid: 1-63 lowercase letters, digits, '_' or '-', "
                     "starting with a lowercase letter"
                 )
-            elif key.startswith(("goog-", "google-")):
-                self.add(f"labels: key {key!r} is reserved by Google ('goog-'/'google-' prefixes): rename it")
+            elif key.startswith(_RESERVED_LABEL_PREFIXES):
+                self.add(
+                    f"labels: key {key!r} is reserved: Batch sets the 'batch-' labels itself and "
+                    "Google keeps 'goog-'/'google-': rename it"
+                )
                 key_ok = False
             value_ok = isinstance(value, str) and bool(_LABEL_VALUE_RE.match(value))
             if not value_ok:
@@ -749,6 +956,67 @@ class _Compiler:
             if key_ok and value_ok:
                 labels[key] = value
         return labels
+
+    # ---- task environments and notifications -----------------------------------------
+
+    def task_environments(self) -> list[dict[str, Any]]:
+        environments: list[dict[str, Any]] = []
+        raw = self.sequence(self.spec.task_environments, "task_environments")
+        if len(raw) > _MAX_TASK_COUNT:
+            self.add(f"task_environments has {len(raw)} entries: at most {_MAX_TASK_COUNT} tasks")
+            return []
+        for index, entry in enumerate(raw):
+            where = f"task_environments[{index}]"
+            variables: dict[str, str] = {}
+            for name, value in self.mapping(entry, where):
+                if not self.env_name(name, where):
+                    continue
+                if isinstance(value, str):
+                    variables[name] = value
+                elif isinstance(value, int | float) and not isinstance(value, bool):
+                    variables[name] = str(value)
+                else:
+                    self.add(f"{where}[{name!r}] must be a string, got {_kind(value)}: quote the value")
+            environments.append({"variables": variables} if variables else {})
+        return environments
+
+    def notifications(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for index, raw in enumerate(self.sequence(self.spec.notifications, "notifications")):
+            where = f"notifications[{index}]"
+            record = self.record(raw, Notification, where)
+            if record is None:
+                continue
+            topic = record["pubsub_topic"]
+            ok = isinstance(topic, str) and bool(_TOPIC_RE.match(topic))
+            if not ok:
+                self.add(
+                    f"{where}.pubsub_topic {topic!r} is not a topic: give 'projects/PROJECT/topics/TOPIC'"
+                )
+            kind = record["type"].strip().upper() if isinstance(record["type"], str) else None
+            if kind not in _MESSAGE_TYPES:
+                self.add(f"{where}.type must be one of {', '.join(_MESSAGE_TYPES)}, got {record['type']!r}")
+                ok = False
+            message: dict[str, Any] = {"type": kind}
+            for key, rest_key, allowed, needs in (
+                ("new_job_state", "newJobState", _JOB_STATES, "JOB_STATE_CHANGED"),
+                ("new_task_state", "newTaskState", _TASK_STATES, "TASK_STATE_CHANGED"),
+            ):
+                value = record[key]
+                if value is None:
+                    continue
+                state = value.strip().upper() if isinstance(value, str) else None
+                if state not in allowed:
+                    self.add(f"{where}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+                    ok = False
+                elif kind is not None and kind != needs:
+                    self.add(f"{where}.{key} only applies to type {needs}, not {kind}")
+                    ok = False
+                else:
+                    message[rest_key] = state
+            if ok:
+                found.append({"pubsubTopic": topic, "message": message})
+        return found
 
     # ---- generic checks --------------------------------------------------------------
 

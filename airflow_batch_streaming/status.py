@@ -122,10 +122,9 @@ def console_url(name: str) -> str:
 
 def logs_query(project: str, uid: str, create_time: str | datetime | None = None) -> str:
     """The Cloud Logging filter for a job's task and agent logs."""
-    query = (
-        f'logName=("projects/{project}/logs/{TASK_LOG}" OR "projects/{project}/logs/{AGENT_LOG}")\n'
-        f'labels.job_uid="{uid}"'
-    )
+    # log_id(): entries are stored under the project ID whatever form `project` takes.
+    query = f'(log_id("{TASK_LOG}") OR log_id("{AGENT_LOG}"))\nlabels.job_uid="{uid}"'
+
     start = _parse_time(create_time)
     if start is not None:
         # A timestamp in the query overrides Logs Explorer's default "last hour" view.

@@ -12,7 +12,10 @@
                        "logging_reads_per_minute": null}
     POST /v1/secrets  {"projects/p/secrets/s/versions/1": "value", ...}
     GET/POST /v1/apis {"disable": ["containerfilesystem.googleapis.com"], "enable": [...]}
-    POST /v1/reset    forget jobs, logs, operations, stats, faults, secrets; quotas and APIs to defaults
+    GET/POST /v1/timings {"list_lag": 30, "queue": 0.3, ...}: default phase seconds and how long
+                      ListJobs/ListTasks lag behind creation (0 by default; Google lags)
+    POST /v1/reset    forget jobs, logs, operations, stats, faults, secrets; quotas, APIs and
+                      timings to defaults
     GET  /v1/healthz
 
 `after_effect: true` lets the call take effect and then fails it: a lost response, the case
@@ -339,6 +342,11 @@ class AdminClient:
 
     def reset(self) -> None:
         self._admin("POST", "/v1/reset", {})
+
+    def timings(self, **seconds: float) -> dict[str, float]:
+        """Change default timings now, e.g. `timings(list_lag=30)` (ListJobs/ListTasks lag)."""
+        result: dict[str, float] = self._admin("POST", "/v1/timings", seconds)
+        return result
 
     def secrets(self, values: Mapping[str, str]) -> None:
         """Values for `secret_variables` (`projects/p/secrets/s/versions/1` -> value)."""

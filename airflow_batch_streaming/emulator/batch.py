@@ -1,7 +1,9 @@
 """`google.cloud.batch.v1.BatchService` over the job store.
 
 Requests are checked the way Batch checks them (resource names, the job ID rule, request
-IDs, required fields, label syntax), every problem reported in one INVALID_ARGUMENT.
+IDs, required fields, labels and their limits, allowed locations inside the job's region),
+every problem reported in one INVALID_ARGUMENT; a retry count beyond 10 is OUT_OF_RANGE with
+Google's words. A project number works wherever a project ID does.
 GetJob and ListJobs answer with pre-serialized jobs, so polling thousands of jobs costs
 little more than the bytes.
 """
@@ -23,11 +25,13 @@ from airflow_batch_streaming.emulator.common import (
     PARENT_RE,
     TASK_GROUP_RE,
     TASK_RE,
+    ApiError,
     decode_token,
     encode_token,
     invalid,
     not_found,
     now_ns,
+    with_project_id,
 )
 from airflow_batch_streaming.emulator.jobs import (
     JOB_ID_RE,
@@ -55,6 +59,10 @@ _ORDERS = {
     "create_time desc": ("seq", True),
 }
 _LOCATION = re.compile(r"^(regions|zones)/[a-z]+-[a-z]+\d+(-[a-z])?$")
+#: Docs "Organize resources using labels": at most 63 custom labels; `batch-` keys are Batch's.
+MAX_LABELS = 63
+_RESERVED_LABEL_PREFIXES = ("goog-", "google-", "batch-")
+MAX_RETRY_COUNT = 10
 
 CreateJobRequest = batch_v1.CreateJobRequest.pb()
 GetJobRequest = batch_v1.GetJobRequest.pb()
@@ -98,7 +106,38 @@ def check_request_id(request_id: str) -> None:
         raise invalid("request_id must not be the zero UUID")
 
 
-def job_problems(request: Any) -> list[str]:
+def check_retry_counts(request: Any) -> None:
+    """Google answers an out-of-range retry count with its own code and words (recorded)."""
+    for group in request.job.task_groups:
+        count = group.task_spec.max_retry_count
+        if not 0 <= count <= MAX_RETRY_COUNT:
+            raise ApiError(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"max_retry_count with value {count} is not in between 0 and {MAX_RETRY_COUNT}",
+            )
+
+
+def label_problems(labels: Any, where: str) -> list[str]:
+    problems: list[str] = []
+    if len(labels) > MAX_LABELS:
+        problems.append(f"{where}: at most {MAX_LABELS} custom labels are allowed, got {len(labels)}")
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key):
+            problems.append(f"{where}: key {key!r} must match [a-z][a-z0-9_-]{{0,62}}")
+        elif key.startswith(_RESERVED_LABEL_PREFIXES):
+            problems.append(f"{where}: key {key!r} uses a reserved prefix (goog-, google-, batch-)")
+        if not _LABEL_VALUE.match(value):
+            problems.append(f"{where}[{key!r}]: value {value!r} must match [a-z0-9_-]{{0,63}}")
+    return problems
+
+
+def location_region(loc: str) -> str:
+    """`regions/R` -> R, `zones/R-x` -> R."""
+    kind, _, name = loc.partition("/")
+    return name.rsplit("-", 1)[0] if kind == "zones" else name
+
+
+def job_problems(request: Any, location: str = "") -> list[str]:
     """Everything Batch would refuse in a CreateJobRequest, all at once."""
     problems: list[str] = []
     if request.job_id and not JOB_ID_RE.match(request.job_id):
@@ -114,22 +153,26 @@ def job_problems(request: Any) -> list[str]:
         problems.append(f"job.task_groups: exactly one task group is supported, got {len(job.task_groups)}")
     if job.priority < 0 or job.priority >= 100:
         problems.append(f"job.priority must be in [0, 100), got {job.priority}")
-    if len(job.labels) > 64:
-        problems.append("job.labels: at most 64 labels")
-    for key, value in job.labels.items():
-        if not _LABEL_KEY.match(key):
-            problems.append(f"job.labels: key {key!r} must match [a-z][a-z0-9_-]{{0,62}}")
-        elif key.startswith(("goog-", "google-")):
-            problems.append(f"job.labels: key {key!r} uses a reserved prefix (goog-, google-)")
-        if not _LABEL_VALUE.match(value):
-            problems.append(f"job.labels[{key!r}]: value {value!r} must match [a-z0-9_-]{{0,63}}")
+    problems += label_problems(job.labels, "job.labels")
+    problems += label_problems(job.allocation_policy.labels, "job.allocation_policy.labels")
     if job.logs_policy.destination == 2 and not job.logs_policy.logs_path:
         problems.append("job.logs_policy.logs_path is required when destination is PATH")
+    outside: list[str] = []
     for loc in job.allocation_policy.location.allowed_locations:
         if not _LOCATION.match(loc):
             problems.append(
                 f"job.allocation_policy.location.allowed_locations: {loc!r} is not regions/R or zones/Z"
             )
+        elif location and location_region(loc) != location:
+            outside.append(loc)
+    if outside:
+        # LocationPolicy.allowedLocations (batch.v1): since 2026-07-31 "the specified region or
+        # zones must be in the same region in which the job is created ... causes an error".
+        problems.append(
+            f"job.allocation_policy.location.allowed_locations: {', '.join(outside)} not in the job's "
+            f"region {location}: the specified region or zones must be in the same region in which "
+            "the job is created"
+        )
     for g, group in enumerate(job.task_groups):
         where = f"job.task_groups[{g}]"
         if not group.HasField("task_spec"):
@@ -139,13 +182,7 @@ def job_problems(request: Any) -> list[str]:
             problems.append(f"{where}.task_count must be in [1, 100000], got {group.task_count}")
         if group.parallelism < 0:
             problems.append(f"{where}.parallelism must not be negative")
-        if group.task_environments and len(group.task_environments) != (group.task_count or 1):
-            problems.append(f"{where}.task_environments must have task_count entries")
         spec = group.task_spec
-        if not 0 <= spec.max_retry_count <= 10:
-            problems.append(
-                f"{where}.task_spec.max_retry_count must be in [0, 10], got {spec.max_retry_count}"
-            )
         if not spec.runnables:
             problems.append(f"{where}.task_spec.runnables: at least one runnable is required")
         for r, runnable in enumerate(spec.runnables):
@@ -177,7 +214,8 @@ class BatchService:
         if m.group(2) == "-":
             raise invalid("parent: a job is created in one location, not '-'")
         check_request_id(request.request_id)
-        problems = job_problems(request)
+        check_retry_counts(request)
+        problems = job_problems(request, m.group(2))
         if problems:
             raise invalid("; ".join(problems))
         return self.store.create(m.group(1), m.group(2), request.job_id, request.job, request.request_id)
@@ -185,7 +223,7 @@ class BatchService:
     def _record(self, name: str) -> JobRecord:
         if not JOB_RE.match(name):
             raise invalid(f"name {name!r} must be projects/PROJECT/locations/LOCATION/jobs/JOB")
-        return self.store.get(name, now_ns())
+        return self.store.get(with_project_id(name), now_ns())
 
     def get_job(self, request: Any) -> bytes:
         record = self._record(request.name)
@@ -193,7 +231,7 @@ class BatchService:
             return record.render(now_ns())[1]
 
     def list_jobs(self, request: Any) -> bytes:
-        m = PARENT_RE.match(request.parent)
+        m = PARENT_RE.match(with_project_id(request.parent))
         if not m:
             raise invalid(
                 f"parent {request.parent!r} must be projects/PROJECT/locations/LOCATION (or locations/-)"
@@ -289,6 +327,8 @@ class BatchService:
         start = int(decode_token(request.page_token, scope)[0]) + 1 if request.page_token else 0
         now = now_ns()
         response = ListTasksResponse()
+        if not self.store.tasks_listed(record, now):
+            return response  # recorded: ListTasks answers {} while a job is QUEUED
         with self.store.lock:
             last = None
             for index in range(start, record.task_count):
@@ -307,8 +347,12 @@ class BatchService:
             raise invalid(f"name {request.name!r} must be projects/P/locations/L/jobs/J/taskGroups/G/tasks/T")
         record = self._group(f"{m.group(1)}/taskGroups/{m.group(2)}")
         index = m.group(3)
-        if not index.isdigit() or int(index) >= record.task_count:
-            raise not_found(f"Task {request.name} not found.")
+        if (
+            not index.isdigit()
+            or int(index) >= record.task_count
+            or not self.store.tasks_listed(record, now_ns())
+        ):
+            raise not_found(f"Resource '{request.name}' was not found")
         with self.store.lock:
             return record.render_task(int(index), now_ns())
 

@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
             default=getattr(defaults, phase),
             help=f"default {phase} phase duration (default {getattr(defaults, phase)})",
         )
+    p.add_argument(
+        "--list-lag-seconds",
+        type=float,
+        default=defaults.list_lag,
+        help="seconds before ListJobs shows a new job and ListTasks a scheduled job's tasks, as "
+        "Google's eventually consistent lists do (default 0)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for rate-based faults")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     return p
@@ -67,6 +74,7 @@ def main(argv: list[str]) -> int:
             run=args.run_seconds,
             cancel=args.cancel_seconds,
             delete=args.delete_seconds,
+            list_lag=args.list_lag_seconds,
         ),
         max_workers=args.max_workers,
         max_processes=args.max_processes,

@@ -64,6 +64,37 @@ OPERATION_RE = re.compile(r"^projects/([^/]+)/locations/([^/]+)/operations/([^/]
 LOCATION_RE = re.compile(r"(?:^|/)locations/([^/]+)")
 
 
+_PROJECT_IDS: dict[str, str] = {}  # project number -> project ID, for every ID seen
+_PROJECT_SEGMENT = re.compile(r"^projects/([^/]+)(/|$)")
+
+
+def project_number(project: str) -> str:
+    """The project's number: Google names jobs with it in status events and task groups.
+
+    Deterministic (12 digits from the ID's hash) so that every emulator agrees; a number
+    given as the project stays itself. Remembered so that a number can be turned back.
+    """
+    if project.isdigit():
+        return project
+    digest = int(hashlib.sha256(project.encode()).hexdigest()[:12], 16)
+    number = str(100_000_000_000 + digest % 900_000_000_000)
+    _PROJECT_IDS[number] = project
+    return number
+
+
+def project_id(project: str) -> str:
+    """The project ID for an ID or a number the emulator has seen (unknown numbers stay)."""
+    return _PROJECT_IDS.get(project, project)
+
+
+def with_project_id(name: str) -> str:
+    """`projects/NUMBER/...` -> `projects/ID/...`: Google accepts either form in a request."""
+    m = _PROJECT_SEGMENT.match(name)
+    if not m or not m.group(1).isdigit():
+        return name
+    return f"projects/{project_id(m.group(1))}{name[m.end(1) :]}"
+
+
 def region_of_name(name: str) -> str:
     """The location segment of a Batch resource name (the unit Batch's quotas count in)."""
     m = LOCATION_RE.search(name)

@@ -33,6 +33,7 @@ from airflow_batch_streaming.emulator.common import (
     invalid,
     not_found,
     now_ns,
+    project_number,
     seconds_ns,
     timestamp,
 )
@@ -76,14 +77,22 @@ class TaskState(enum.IntEnum):
 TERMINAL = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 TASK_DONE = {TaskState.FAILED, TaskState.SUCCEEDED, TaskState.UNEXECUTED}
 
+# The reserved exit codes' status event texts, as Batch's "Troubleshooting" page quotes them:
+# "Task state is updated from PRE-STATE to FAILED on zones/ZONE/instances/ID due to ... with
+# exit code 5000N."
 _REASONS = {
-    PREEMPTED: " due to Spot VM preemption",
-    50002: " due to the VM not reporting to Batch",
-    50003: " due to the VM rebooting",
-    50004: " due to the task being unresponsive",
-    TIMED_OUT: " due to the task exceeding its max run duration",
-    50006: " due to the VM being recreated",
+    PREEMPTED: " due to Spot Preemption",
+    50002: " due to Batch no longer receives VM updates",
+    50003: " due to VM is rebooted during task execution",
+    50004: " due to tasks cannot be canceled",
+    TIMED_OUT: " due to task runs over the maximum runtime",
+    50006: " due to VM is recreated during task execution",
 }
+#: What Google gives a job that does not name its VMs' service account (recorded CreateJob).
+DEFAULT_SERVICE_ACCOUNT = "{number}-compute@developer.gserviceaccount.com"
+#: Zones of a region the emulator offers by default (recorded CreateJob: regions/R + R-a..c).
+DEFAULT_ZONES = ("a", "b", "c")
+MAX_PARALLELISM = 5_000
 
 
 # --- outcomes planned from labels ----------------------------------------------------------
@@ -91,13 +100,20 @@ _REASONS = {
 
 @dataclass(frozen=True)
 class Timings:
-    """Default phase durations (seconds); labels override them per job."""
+    """Default phase durations (seconds); labels override them per job.
+
+    ``list_lag``: seconds after its creation before ListJobs shows a job, and after it is
+    SCHEDULED before ListTasks shows its tasks. Google's lists are eventually consistent
+    (recorded: ListJobs answers ``{}`` right after a CreateJob); GetJob is not. Default 0
+    for speed; tests of anything that must find a just-created job turn it on.
+    """
 
     queue: float = 0.3
     schedule: float = 0.3
     run: float = 1.0
     cancel: float = 0.3
     delete: float = 0.3
+    list_lag: float = 0.0
 
 
 OUTCOMES = ("succeed", "fail", "preempt", "no-resources")
@@ -209,6 +225,7 @@ def should_retry(task_spec: Any, exit_code: int, attempt: int) -> bool:
 
 
 def job_state_text(job_name: str, old: JobState, new: JobState) -> str:
+    """Google's wording; `job_name` carries the project number (recorded status events)."""
     return f"Job state is set from {old.name} to {new.name} for job {job_name}."
 
 
@@ -238,6 +255,8 @@ class JobRecord:
     ) -> None:
         self.base = base
         self.name: str = base.name
+        self.number_name = f"projects/{project_number(project)}/locations/{location}/jobs/{job_id}"
+        self.scheduled_ns = create_ns + plan.queue_ns
         self.uid: str = base.uid
         self.project, self.location, self.job_id = project, location, job_id
         self.seq, self.create_ns, self.plan = seq, create_ns, plan
@@ -292,7 +311,7 @@ class JobRecord:
         self.states.append(new)
         self.state_ns.append(t)
         if old is not None:
-            self.event(t, job_state_text(self.name, old, new) + detail)
+            self.event(t, job_state_text(self.number_name, old, new) + detail)
 
     def set_task(
         self, t: int, index: int, new: TaskState, description: str, exit_code: int | None = None
@@ -340,13 +359,15 @@ class JobRecord:
         state = self.states[k - 1]
         status.state = state
         status.status_events.extend(self.events[: bisect_right(self.event_ns, now)])
-        counts = Counter(self.task_state_at(i, now) for i in range(self.task_count))
-        group = status.task_groups["group0"]
-        for task_state, n in counts.items():
-            group.counts[task_state.name] = n
+        if self.tasks_exist(now):  # a QUEUED job has no tasks yet, and no task counts
+            counts = Counter(self.task_state_at(i, now) for i in range(self.task_count))
+            group = status.task_groups["group0"]
+            for task_state, n in counts.items():
+                group.counts[task_state.name] = n
+        run_ns = 0
         if state in TERMINAL and JobState.RUNNING in self.states[:k]:
-            started = self.state_ns[self.states.index(JobState.RUNNING)]
-            status.run_duration.CopyFrom(duration(self.state_ns[k - 1] - started))
+            run_ns = self.state_ns[k - 1] - self.state_ns[self.states.index(JobState.RUNNING)]
+        status.run_duration.CopyFrom(duration(run_ns))  # "0s" until the job ends, as Google says
         job.update_time.CopyFrom(timestamp(self.change_ns[version - 1] if version else self.create_ns))
         data = job.SerializeToString()
         self._cache = (version, job, data)
@@ -358,6 +379,11 @@ class JobRecord:
         events = self.task_events[index]
         task.status.status_events.extend(e for e in events if _ev_ns(e) <= now)
         return task
+
+    def tasks_exist(self, now: int) -> bool:
+        """Batch creates a job's tasks when it schedules the job; before that they do not exist."""
+        k = bisect_right(self.state_ns, now)
+        return any(state != JobState.QUEUED for state in self.states[:k])
 
     def gone(self, now: int) -> bool:
         return self.gone_ns is not None and now >= self.gone_ns
@@ -435,11 +461,11 @@ def plan_timeline(record: JobRecord, logs: LogStore, run_commands: bool) -> None
             record.set_task(
                 t_run, index, TaskState.FAILED, f"Task state is updated from PENDING to FAILED. {error}"
             )
-        record.set_state(t_run, JobState.FAILED, " " + error)
+        record.set_state(t_run, JobState.FAILED, error)
         return
-    record.set_state(t_run, JobState.RUNNING)
     if run_commands:
-        return
+        return  # RUNNING comes when a process slot is free and the first task starts (runner)
+    record.set_state(t_run, JobState.RUNNING)
     ops: list[tuple[int, int, Callable[[], None]]] = []
 
     def at(t: int, fn: Callable[[], None]) -> None:
@@ -494,8 +520,9 @@ def plan_timeline(record: JobRecord, logs: LogStore, run_commands: bool) -> None
 
 
 def failure_detail(index: int, text: str) -> str:
+    """Appended to the RUNNING -> FAILED event, without a space after `jobs/x.` (recorded)."""
     return (
-        " Job failed due to task failure. Specifically, task with index "
+        "Job failed due to task failure. Specifically, task with index "
         f'{index} failed due to the following task event: "{text}"'
     )
 
@@ -530,6 +557,39 @@ def _task_failed(record: JobRecord, t: int, index: int, text: str, code: int) ->
         record.event(t, text, task_state=TaskState.FAILED, exit_code=code)
 
     return apply
+
+
+# --- what CreateJob adds ------------------------------------------------------------------
+
+
+def new_uid(job_id: str) -> str:
+    """The first 18 characters of the job ID and a random suffix (recorded:
+    `test-1829c54bea29f-93081cd2-4cda-4ad50`)."""
+    h = uuid.uuid4().hex
+    return f"{job_id[:18]}-{h[:8]}-{h[8:12]}-{h[12:17]}"
+
+
+def fill_defaults(job: Any, project: str, location: str, job_id: str) -> None:
+    """What the real CreateJob fills in (recorded responses): the `batch-job-id` allocation
+    label, the region and its zones as allowed locations, the Compute Engine default service
+    account, task count and parallelism, and task group names carrying the project number."""
+    number = project_number(project)
+    policy = job.allocation_policy
+    policy.labels["batch-job-id"] = job_id
+    if not policy.location.allowed_locations:
+        policy.location.allowed_locations.extend(
+            [f"regions/{location}", *(f"zones/{location}-{z}" for z in DEFAULT_ZONES)]
+        )
+    if not policy.service_account.email:
+        policy.service_account.email = DEFAULT_SERVICE_ACCOUNT.format(number=number)
+    for index, group in enumerate(job.task_groups):
+        group.name = f"projects/{number}/locations/{location}/jobs/{job_id}/taskGroups/group{index}"
+        if group.task_environments:  # TaskGroup.taskEnvironments: task count is their number
+            group.task_count = len(group.task_environments)
+        elif not group.task_count:
+            group.task_count = 1
+        if not group.parallelism:
+            group.parallelism = min(group.task_count, MAX_PARALLELISM)
 
 
 # --- the store ----------------------------------------------------------------------------
@@ -638,10 +698,10 @@ class JobStore:
 
     def create(self, project: str, location: str, job_id: str, job: Any, request_id: str) -> bytes:
         """Store a validated job; the same `request_id` within two hours returns the first answer."""
-        now = now_ns()
         parent = f"projects/{project}/locations/{location}"
         plan = plan_from_labels(job.labels, self.timings)
         with self.lock:
+            now = now_ns()  # under the lock: creation times follow creation order (list paging)
             if request_id:
                 self._forget_requests(now)
                 seen = self._requests.get((parent, request_id))
@@ -659,12 +719,10 @@ class JobStore:
             base.ClearField("status")
             base.ClearField("update_time")
             base.name = name
-            base.uid = f"{job_id[:22].rstrip('-')}-{uuid.uuid4()}"
+            base.uid = new_uid(job_id)
             base.create_time.CopyFrom(timestamp(now))
+            fill_defaults(base, project, location, job_id)
             group = base.task_groups[0]
-            group.name = f"{name}/taskGroups/group0"
-            if not group.task_count:
-                group.task_count = 1
             if not group.task_spec.compute_resource.cpu_milli:
                 group.task_spec.compute_resource.cpu_milli = 2000
             if not group.task_spec.compute_resource.memory_mib:
@@ -698,18 +756,30 @@ class JobStore:
             self.jobs = {name: r for name, r in self.jobs.items() if id(r) not in gone}
 
     def get(self, name: str, now: int) -> JobRecord:
+        """The job, by a consistent read (GetJob sees a job as soon as CreateJob returns)."""
         record = self.jobs.get(name)
         if record is None or record.gone(now):
-            raise not_found(f"Job {name} not found.")
+            raise not_found(f"Resource '{name}' was not found")
         return record
 
     def records(self, project: str, location: str, now: int) -> Iterator[JobRecord]:
+        """The jobs ListJobs shows: those created at least `list_lag` seconds ago."""
         with self.lock:
             self._purge(now)
             snapshot = list(self._order)
+        listed_before = now - seconds_ns(self.timings.list_lag)
         for record in snapshot:
-            if record.project == project and location in ("-", record.location) and not record.gone(now):
+            if (
+                record.project == project
+                and location in ("-", record.location)
+                and record.create_ns <= listed_before
+                and not record.gone(now)
+            ):
                 yield record
+
+    def tasks_listed(self, record: JobRecord, now: int) -> bool:
+        """Whether ListTasks shows the job's tasks: they exist, and `list_lag` has passed."""
+        return record.tasks_exist(now) and now - record.scheduled_ns >= seconds_ns(self.timings.list_lag)
 
     def cancel(self, name: str) -> int:
         """Start cancelling; returns when CANCELLED will be reached."""

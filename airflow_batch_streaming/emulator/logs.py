@@ -23,6 +23,7 @@ from airflow_batch_streaming.emulator.common import (
     encode_token,
     invalid,
     now_ns,
+    project_id,
     timestamp,
     timestamp_ns,
 )
@@ -250,7 +251,9 @@ def _projects(resource_names: Iterable[str]) -> set[str]:
     for name in resource_names:
         parts = name.split("/")
         if len(parts) >= 2 and parts[0] == "projects" and parts[1]:
-            projects.add(parts[1])
+            # A project number is translated; entries are stored under the project ID (logging.v2
+            # LogEntry.logName). A number inside a filter's logName is not: it matches nothing.
+            projects.add(project_id(parts[1]))
         else:
             raise invalid(
                 f"unsupported resource name {name!r}: the emulator serves projects/PROJECT "

@@ -15,7 +15,8 @@ ends, `max_run_duration` (and a runnable's `timeout`) kills the process and fail
 with 50005, `max_retry_count` and lifecycle policies decide retries. Stdout lines become
 `batch_task_logs` entries at INFO, stderr lines at ERROR, the agent's lines go to
 `batch_agent_logs`, each written as the line arrives. A bounded pool of worker threads runs
-the tasks (`parallelism` per job is honoured); other jobs wait for a free worker.
+the tasks (`parallelism` per job is honoured); other jobs wait for a free worker, and stay
+SCHEDULED until their first task gets one.
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ class Runner:
                         return
                     previous = "PENDING" if attempt == 0 else "FAILED"
                     now = now_ns()
+                    if record.state_at(now) == JobState.SCHEDULED:
+                        # Only now has a process slot: a job waiting for one stays SCHEDULED.
+                        record.set_state(now, JobState.RUNNING)
                     record.set_task(
                         now, index, TaskState.ASSIGNED, f"Task state is updated from {previous} to ASSIGNED."
                     )

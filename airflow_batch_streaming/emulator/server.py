@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +45,7 @@ class EmulatorState:
         self.logs = LogStore()
         self.secret_values: dict[str, str] = {}
         self.runner = Runner(self.logs, lambda: self.secret_values, max_processes) if run_commands else None
+        self.timings = timings
         self.jobs = JobStore(self.logs, timings, self.runner)
         if self.runner is not None:
             self.runner.store = self.jobs
@@ -55,6 +57,7 @@ class EmulatorState:
 
     def reset(self) -> None:
         self.jobs.clear()
+        self.jobs.timings = self.timings
         if self.runner is not None:
             self.runner.scheduler.clear()
         self.logs.clear()
@@ -155,6 +158,20 @@ class EmulatorState:
             self.reset()
             return {"reset": True}
 
+        def timings(body: Any) -> Any:
+            if body:
+                if not isinstance(body, Mapping):
+                    raise ValueError('timings: {"list_lag": 30, "queue": 0.3, ...} (seconds)')
+                known = {f.name for f in dataclasses.fields(Timings)}
+                unknown = sorted(set(body) - known)
+                if unknown:
+                    raise ValueError(f"unknown timings {unknown}; known: {', '.join(sorted(known))}")
+                values = {k: float(v) for k, v in body.items()}
+                if any(v < 0 for v in values.values()):
+                    raise ValueError("timings must not be negative")
+                self.jobs.timings = dataclasses.replace(self.jobs.timings, **values)
+            return dataclasses.asdict(self.jobs.timings)
+
         return {
             "GET /v1/stats": lambda _: self.snapshot(),
             "GET /v1/faults": lambda _: self.faults.describe(),
@@ -166,6 +183,8 @@ class EmulatorState:
             "GET /v1/apis": lambda _: {"disabled": self.apis.update()},
             "POST /v1/apis": apis,
             "POST /v1/reset": reset,
+            "GET /v1/timings": timings,
+            "POST /v1/timings": timings,
             "GET /v1/healthz": lambda _: {"ok": True},
         }
 

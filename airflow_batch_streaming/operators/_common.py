@@ -238,7 +238,6 @@ def raise_for_job(
 
 
 def log_filter(
-    project_id: str,
     uid: str,
     since: str,
     *,
@@ -248,12 +247,17 @@ def log_filter(
     """The Cloud Logging filter for a job's logs, always with an explicit time bound.
 
     Without a ``timestamp`` term the Python logging client adds ``timestamp >= now - 24h``.
+    Logs are named with ``log_id(...)``, not ``logName="projects/P/logs/..."``: entries are
+    stored under the project ID, and a job name may carry the project number, which such a
+    ``logName`` never matches (logging.v2 LogEntry.logName). The project goes only in the
+    request's resource names, where Logging translates a number. ``labels.job_uid`` is the
+    job key Google's own batch-job-logs sample filters on.
     """
-    names = [f'"projects/{project_id}/logs/{status.TASK_LOG}"']
+    names = [f'log_id("{status.TASK_LOG}")']
     if include_agent_logs:
-        names.append(f'"projects/{project_id}/logs/{status.AGENT_LOG}"')
+        names.append(f'log_id("{status.AGENT_LOG}")')
     terms = [
-        f"logName=({' OR '.join(names)})",
+        names[0] if len(names) == 1 else f"({' OR '.join(names)})",
         f'labels.job_uid="{uid}"',
         f'timestamp>="{since}"',
     ]
@@ -353,7 +357,7 @@ def tail_output(
         return list(
             hook.list_log_entries(
                 project_id,
-                log_filter(project_id, uid, since),
+                log_filter(uid, since),
                 order_by="timestamp desc",
                 max_entries=lines,
                 page_size=min(max(lines, 1), 1000),

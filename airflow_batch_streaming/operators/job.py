@@ -41,7 +41,7 @@ from airflow_batch_streaming.operators._common import (
     is_not_found,
     raise_for_job,
 )
-from airflow_batch_streaming.spec import FIELD_NAMES, JobSpec, SpecError, make_job_id
+from airflow_batch_streaming.spec import FIELD_NAMES, MAX_LABELS, JobSpec, SpecError, make_job_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -77,6 +77,9 @@ _STRUCTURED = frozenset(
         "accelerators",
         "lifecycle_policies",
         "allowed_locations",
+        "boot_disk",
+        "task_environments",
+        "notifications",
     }
 )
 # States worth reattaching to. CANCELLATION_IN_PROGRESS is not: it only ends CANCELLED.
@@ -240,6 +243,13 @@ class BatchStreamingJobOperator(BaseOperator):
         labels: Mapping[str, str] | None = None,
         allowed_locations: Sequence[str] | None = None,
         priority: int | str | None = None,
+        reservation: str | None = None,
+        boot_disk: Mapping[str, Any] | None = None,
+        instance_template: str | None = None,
+        runnable_timeout: str | int | float | timedelta | None = None,
+        install_ops_agent: bool | None = None,
+        task_environments: Sequence[Mapping[str, str]] | None = None,
+        notifications: Sequence[Any] | None = None,
         enable_image_streaming: bool | None = None,
         job_id: str | None = None,
         preflight: bool = True,
@@ -315,6 +325,12 @@ class BatchStreamingJobOperator(BaseOperator):
         skip = dynamic | ({"region"} if not region_ok else set())
         spec = JobSpec(**kwargs)
         problems += [p for p in spec.problems(self.region if region_ok else None) if not _mentions(p, skip)]
+        labels = kwargs.get("labels")
+        if isinstance(labels, Mapping) and len(labels) <= MAX_LABELS < len(set(labels) | _OWNED_LABELS):
+            problems.append(
+                f"labels: {len(set(labels) - _OWNED_LABELS)} labels plus the operator's {len(_OWNED_LABELS)} "
+                f"({', '.join(sorted(_OWNED_LABELS))}) exceed Batch's {MAX_LABELS}; drop some"
+            )
         if self.preflight and _streams(self.enable_image_streaming) and "image_uri" not in dynamic:
             vm_region = None
             if region_ok and "allowed_locations" not in dynamic:
@@ -363,6 +379,8 @@ class BatchStreamingJobOperator(BaseOperator):
                 self.log.warning("Labels %s are set by the operator; the given values are replaced", clash)
             kwargs["labels"] = {**{k: v for k, v in labels.items() if k not in _OWNED_LABELS}, **owned}
         spec = JobSpec.from_kwargs(**kwargs)
+        for warning in spec.warnings():
+            self.log.warning("%s", warning)
         region = self.region if not problems else None
         problems += spec.problems(region)
         if problems:

@@ -126,7 +126,6 @@ class BatchJobLogsOperator(BaseOperator):
         if not (uid and since):
             raise ValueError(f"job {self.job_name} has no uid or create time yet: its logs cannot be queried")
         query = log_filter(
-            project_id,
             uid,
             since,
             include_agent_logs=self.include_agent_logs,

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
 import pytest
-from emulator_support import PARENT, PROJECT, container_job, descriptions, exit_codes, seconds, wait_for
+from emulator_support import (
+    LOCATION,
+    PARENT,
+    PROJECT,
+    container_job,
+    descriptions,
+    exit_codes,
+    seconds,
+    wait_for,
+)
 from google.api_core import exceptions as gexc
 from google.cloud import batch_v1
 from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2
 
 from airflow_batch_streaming.emulator import Emulator
+from airflow_batch_streaming.emulator.common import project_number
 
 pytestmark = pytest.mark.emulator
 
@@ -22,15 +33,33 @@ SLOW = {"emulator-queue-ms": "200", "emulator-schedule-ms": "200", "emulator-run
 
 
 def test_create_job_fills_what_batch_fills(batch: batch_v1.BatchServiceClient) -> None:
-    job = batch.create_job(parent=PARENT, job=container_job(task_count=3), job_id="first-job")
-    assert job.name == f"{PARENT}/jobs/first-job"
-    assert job.uid.startswith("first-job-") and len(job.uid) <= 63
+    # What the real CreateJob answers (recorded responses, real-api-facts.md).
+    job = batch.create_job(
+        parent=PARENT, job=container_job(task_count=3), job_id="first-job-with-a-long-name"
+    )
+    assert job.name == f"{PARENT}/jobs/first-job-with-a-long-name"  # the project ID, as requested
+    assert re.fullmatch(r"first-job-with-a-l-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{5}", job.uid)
     assert job.status.state == State.QUEUED
+    assert job.status.run_duration.total_seconds() == 0 and "runDuration" in type(job).to_json(job)
     assert job.create_time and job.update_time == job.create_time
+    number = project_number(PROJECT)
     group = job.task_groups[0]
-    assert group.name == f"{PARENT}/jobs/first-job/taskGroups/group0"
+    assert (
+        group.name
+        == f"projects/{number}/locations/{LOCATION}/jobs/first-job-with-a-long-name/taskGroups/group0"
+    )
+    assert group.parallelism == 3
     assert group.task_spec.compute_resource.cpu_milli == 2000
-    assert job.status.task_groups["group0"].counts == {"PENDING": 3}
+    policy = job.allocation_policy
+    assert policy.labels == {"batch-job-id": "first-job-with-a-long-name"}
+    assert list(policy.location.allowed_locations) == [
+        f"regions/{LOCATION}",
+        f"zones/{LOCATION}-a",
+        f"zones/{LOCATION}-b",
+        f"zones/{LOCATION}-c",
+    ]
+    assert policy.service_account.email == f"{number}-compute@developer.gserviceaccount.com"
+    assert "group0" not in job.status.task_groups  # no tasks while QUEUED
     again = batch.get_job(name=job.name)
     assert again.uid == job.uid and again.task_groups[0].task_spec.runnables[0].container.commands == ["true"]
 
@@ -60,8 +89,11 @@ def test_create_job_checks_names(
 def test_create_job_reports_every_problem_at_once(batch: batch_v1.BatchServiceClient) -> None:
     job = batch_v1.Job(
         priority=200,
-        labels={"Env": "x", "ok": "UPPER", "goog-x": "1"},
-        task_groups=[batch_v1.TaskGroup(task_spec=batch_v1.TaskSpec(max_retry_count=11))],
+        labels={"Env": "x", "ok": "UPPER", "goog-x": "1", "batch-job-id": "mine"},
+        allocation_policy=batch_v1.AllocationPolicy(
+            location=batch_v1.AllocationPolicy.LocationPolicy(allowed_locations=["zones/us-west1-a"])
+        ),
+        task_groups=[batch_v1.TaskGroup(task_spec=batch_v1.TaskSpec(max_retry_count=2))],
     )
     with pytest.raises(gexc.InvalidArgument) as info:
         batch.create_job(parent=PARENT, job=job, job_id="bad-job")
@@ -70,11 +102,32 @@ def test_create_job_reports_every_problem_at_once(batch: batch_v1.BatchServiceCl
         "priority",
         "'Env'",
         "'UPPER'",
-        "reserved prefix",
-        "max_retry_count",
+        "'goog-x' uses a reserved prefix",
+        "'batch-job-id' uses a reserved prefix",
+        "zones/us-west1-a not in the job's region us-central1",
         "at least one runnable",
     ):
         assert fragment in message
+
+
+def test_create_job_retry_count_out_of_range_is_googles_answer(batch: batch_v1.BatchServiceClient) -> None:
+    job = container_job()
+    job.task_groups[0].task_spec.max_retry_count = 11
+    with pytest.raises(gexc.OutOfRange) as info:
+        batch.create_job(parent=PARENT, job=job, job_id="eleven", retry=None)
+    assert info.value.message == "max_retry_count with value 11 is not in between 0 and 10"
+    job.task_groups[0].task_spec.max_retry_count = 10
+    assert (
+        batch.create_job(parent=PARENT, job=job, job_id="ten").task_groups[0].task_spec.max_retry_count == 10
+    )
+
+
+def test_create_job_label_limit(batch: batch_v1.BatchServiceClient) -> None:
+    job = container_job(labels={f"k{i}": "v" for i in range(64)})
+    with pytest.raises(gexc.InvalidArgument, match="at most 63 custom labels"):
+        batch.create_job(parent=PARENT, job=job, job_id="many-labels", retry=None)
+    job = container_job(labels={f"k{i}": "v" for i in range(63)})
+    assert len(batch.create_job(parent=PARENT, job=job, job_id="enough-labels").labels) == 63
 
 
 def test_create_job_rejects_bad_request_ids_and_emulator_labels(batch: batch_v1.BatchServiceClient) -> None:
@@ -128,10 +181,12 @@ def test_success_path(batch: batch_v1.BatchServiceClient) -> None:
     created = batch.create_job(parent=PARENT, job=container_job(labels=SLOW, task_count=2), job_id="happy")
     job, seen = wait_for(batch, created.name)
     assert seen == ["QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED"]
+    # Google names the job with the project number in its status events.
+    by_number = f"projects/{project_number(PROJECT)}/locations/{LOCATION}/jobs/happy"
     assert descriptions(job) == [
-        f"Job state is set from QUEUED to SCHEDULED for job {created.name}.",
-        f"Job state is set from SCHEDULED to RUNNING for job {created.name}.",
-        f"Job state is set from RUNNING to SUCCEEDED for job {created.name}.",
+        f"Job state is set from QUEUED to SCHEDULED for job {by_number}.",
+        f"Job state is set from SCHEDULED to RUNNING for job {by_number}.",
+        f"Job state is set from RUNNING to SUCCEEDED for job {by_number}.",
     ]
     assert job.status.task_groups["group0"].counts == {"SUCCEEDED": 2}
     assert 0.35 <= seconds(job.status.run_duration) <= 0.5
@@ -150,8 +205,9 @@ def test_failure_path_carries_exit_code(batch: batch_v1.BatchServiceClient) -> N
     assert seen[-1] == "FAILED" and "RUNNING" in seen
     assert exit_codes(job) == [3]
     last = job.status.status_events[-1].description
-    assert last.startswith(
-        f"Job state is set from RUNNING to FAILED for job {created.name}. Job failed due to task failure."
+    by_number = f"projects/{project_number(PROJECT)}/locations/{LOCATION}/jobs/sad"
+    assert last.startswith(  # no space after "sad." (recorded)
+        f"Job state is set from RUNNING to FAILED for job {by_number}.Job failed due to task failure."
     )
     assert "task with index 0" in last and "with exit code 3." in last
     assert job.status.task_groups["group0"].counts == {"FAILED": 1}
@@ -165,7 +221,7 @@ def test_preemption_without_retry_fails_with_50001(batch: batch_v1.BatchServiceC
     job, _ = wait_for(batch, created.name)
     assert job.status.state == State.FAILED
     assert exit_codes(job) == [50001]
-    assert "due to Spot VM preemption with exit code 50001" in descriptions(job)[-2]
+    assert "due to Spot Preemption with exit code 50001." in descriptions(job)[-2]  # docs' wording
 
 
 def test_preemption_is_retried_by_lifecycle_policy(batch: batch_v1.BatchServiceClient) -> None:
@@ -302,9 +358,10 @@ def test_cancel_job(batch: batch_v1.BatchServiceClient) -> None:
     assert isinstance(operation.result(timeout=10), batch_v1.CancelJobResponse)
     job, _ = wait_for(batch, created.name)
     assert job.status.state == State.CANCELLED
+    by_number = created.name.replace(f"projects/{PROJECT}/", f"projects/{project_number(PROJECT)}/")
     assert descriptions(job)[-2:] == [
-        f"Job state is set from RUNNING to CANCELLATION_IN_PROGRESS for job {created.name}.",
-        f"Job state is set from CANCELLATION_IN_PROGRESS to CANCELLED for job {created.name}.",
+        f"Job state is set from RUNNING to CANCELLATION_IN_PROGRESS for job {by_number}.",
+        f"Job state is set from CANCELLATION_IN_PROGRESS to CANCELLED for job {by_number}.",
     ]
     assert job.status.task_groups["group0"].counts == {"FAILED": 2}
     with pytest.raises(gexc.FailedPrecondition):

@@ -188,6 +188,8 @@ def test_list_jobs_filters_and_pages(hook: BatchStreamingHook) -> None:
 
 def test_list_tasks(hook: BatchStreamingHook) -> None:
     job = hook.create_job(project_id=PROJECT, region=REGION, job=rest_job(task_count=3), job_id="tasks")
+    assert list(hook.list_tasks(job.name)) == []  # Batch creates the tasks when it schedules the job
+    wait_state(hook, job.name, {"SCHEDULED", "RUNNING", "SUCCEEDED"})
     tasks = hook.list_tasks(job.name)
     assert [t.name.rsplit("/", 1)[-1] for t in tasks] == ["0", "1", "2"]
 

@@ -383,3 +383,24 @@ def test_logs_are_fetched_into_the_task_log(emu: Emulator) -> None:
     only_errors = BatchJobLogsOperator(task_id="logs", job_name=name, min_severity="ERROR", max_entries=1)
     capped = only_errors.execute(ctx(TI("logs")))
     assert capped["entries"] == 1 and capped["by_severity"] == {"ERROR": 1}
+
+
+def test_logs_of_a_job_named_by_project_number(emu: Emulator) -> None:
+    """A job name carrying the project number (as Pub/Sub messages and status events name
+    jobs) still finds the logs: the query names logs by log_id(), not by a logName that
+    would carry the number and match nothing."""
+    from airflow_batch_streaming.emulator.common import project_number
+
+    name = submitted([*SH, "echo numbered output"])
+    sensor(name).execute(ctx(TI("wait")))
+    by_number = name.replace(f"projects/{PROJECT}/", f"projects/{project_number(PROJECT)}/")
+    result = BatchJobLogsOperator(task_id="logs", job_name=by_number).execute(ctx(TI("logs")))
+    assert "[task 0] numbered output" in result["last_lines"]
+    assert 'log_id("batch_task_logs")' in result["filter"] and "projects/" not in result["filter"]
+    # What the old query did: a logName with the number matches nothing, as on Google.
+    hook = BatchStreamingHook()
+    uid = status.summarize(hook.get_job(name))["uid"]
+    old = f'logName="{by_number.split("/locations")[0]}/logs/batch_task_logs" AND labels.job_uid="{uid}"'
+    assert (
+        hook.list_log_entries(project_number(PROJECT), old + ' AND timestamp>="2000-01-01T00:00:00Z"') == []
+    )

@@ -338,6 +338,20 @@ async def test_many_jobs_of_one_region_are_swept_with_list_jobs(
     assert watcher.stats["swept_finished"] > 0
 
 
+async def test_swept_jobs_missing_from_a_lagging_list_end_right(
+    emu: Emulator, hook: BatchStreamingHook
+) -> None:
+    """Google's ListJobs lags creation; a sweep that does not see a watched job must read it by
+    name (GetJob), never take it for gone: every trigger still reports its job's true end."""
+    emu.timings(list_lag=5)
+    count = JobWatcher.sweep_min_jobs + 5
+    names = [submit(hook, f"lagged-{i}", {"emulator-run-ms": "400"}) for i in range(count)]
+    names.append(submit(hook, "lagged-fails", {"emulator-outcome": "fail", "emulator-exit-code": "4"}))
+    events = await asyncio.gather(*(event_of(BatchJobStateTrigger(job_name=name)) for name in names))
+    assert [e["status"] for e in events] == ["success"] * count + ["failed"]
+    assert emu.stats()["jobs_by_state"] == {"SUCCEEDED": count, "FAILED": 1}
+
+
 async def test_a_refused_sweep_falls_back_to_get_job(emu: Emulator, hook: BatchStreamingHook) -> None:
     count = JobWatcher.sweep_min_jobs
     names = [submit(hook, f"unswept-{i}") for i in range(count)]

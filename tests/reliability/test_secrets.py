@@ -92,7 +92,7 @@ def test_a_full_run_shows_neither_token_nor_secret(
     uid = status.summarize(job)["uid"]
     lines = [
         str(entry.text_payload)
-        for entry in hook.list_log_entries(PROJECT, log_filter(PROJECT, uid, "2000-01-01T00:00:00Z"))
+        for entry in hook.list_log_entries(PROJECT, log_filter(uid, "2000-01-01T00:00:00Z"))
     ]
     assert "the password checks out" in lines  # the job really got the value
     out, err = capfd.readouterr()

@@ -190,6 +190,30 @@ def test_build_job_adds_task_instance_labels_and_parses_rendered_lists() -> None
     assert op.build_job(context(ti))["labels"][LABEL_SPEC] != spec
 
 
+def test_the_new_job_options_reach_the_job() -> None:
+    op = make_op(
+        provisioning_model="RESERVATION_BOUND",
+        reservation="projects/p/zones/us-central1-a/reservations/r1",
+        boot_disk={"image": "batch-cos", "size_gb": 50},
+        runnable_timeout="10m",
+        install_ops_agent=True,
+        task_environments=[{"SHARD": "a"}, {"SHARD": "b"}],
+        notifications=[{"pubsub_topic": "projects/p/topics/batch-events"}],
+    )
+    op.task_environments = '[{"SHARD": "a"}, {"SHARD": "b"}]'  # rendered to text: parsed back
+    rest = op.build_job(context(FakeTI()))
+    instance = rest["allocationPolicy"]["instances"][0]
+    assert instance["policy"]["provisioningModel"] == "RESERVATION_BOUND"
+    assert instance["policy"]["bootDisk"] == {"image": "batch-cos", "sizeGb": 50}
+    assert instance["installOpsAgent"] is True
+    group = rest["taskGroups"][0]
+    assert group["taskSpec"]["runnables"][0]["timeout"] == "600s"
+    assert group["taskEnvironments"] == [{"variables": {"SHARD": "a"}}, {"variables": {"SHARD": "b"}}]
+    assert rest["notifications"][0]["message"] == {"type": "JOB_STATE_CHANGED"}
+    with pytest.raises(SpecError, match="instance_template replaces the VM settings machine_type"):
+        make_op(instance_template="tmpl", machine_type="e2-standard-4")
+
+
 def test_label_values_satisfy_gcp_rules() -> None:
     value = label_value("My DAG.with/odd chars" * 5)
     assert len(value) <= 63
@@ -584,7 +608,7 @@ def test_logs_operator_copies_entries_into_the_task_log() -> None:
     assert result["by_severity"] == {"INFO": 2, "ERROR": 1}
     assert result["last_lines"] == ["[task 1] oops", "[task 0] two"]
     query = fake.calls[-1][1]
-    assert 'logName=("projects/proj/logs/batch_task_logs")' in query
+    assert query.startswith('log_id("batch_task_logs") AND ') and "projects/" not in query
     assert f'labels.job_uid="{job["uid"]}"' in query and 'timestamp>="2024-05-01T10:00:00Z"' in query
     lines = {entry["event"]: entry["log_level"] for entry in logs}
     assert lines == {**lines, "[task 0] one": "info", "[task 1] oops": "warning", "[task 0] two": "info"}

@@ -620,6 +620,21 @@ def test_an_explicit_platform_wins_over_the_machine_type() -> None:
     assert registry.calls[-1] == (PINNED, "linux/arm64")
 
 
+def test_an_instance_template_says_which_platform_was_assumed() -> None:
+    rest = job(
+        allocationPolicy={"instances": [{"instanceTemplate": "projects/p/global/instanceTemplates/t"}]}
+    )
+    registry = fake()
+    report = check_job(rest, "us-central1", registry=registry)
+    (assumed,) = [f for f in report.findings if f.code == "platform-assumed"]
+    assert (
+        assumed.severity == "warning" and "linux/amd64" in assumed.message and "linux/arm64" in assumed.hint
+    )
+    assert registry.calls == [(PINNED, "linux/amd64")]
+    explicit = check_job(rest, "us-central1", platform="linux/arm64", registry=registry)
+    assert "platform-assumed" not in {f.code for f in explicit.findings}  # nothing assumed
+
+
 def test_check_job_accepts_json_text_and_protos() -> None:
     rest = job()
     assert check_job(json.dumps(rest), "us-central1").ok

@@ -30,6 +30,7 @@ from airflow_batch_streaming.spec import (
     JobSpec,
     LifecyclePolicy,
     NfsVolume,
+    Notification,
     SpecError,
     job_to_rest,
     make_job_id,
@@ -142,6 +143,13 @@ def test_field_names_are_the_contract() -> None:
         "labels",
         "allowed_locations",
         "priority",
+        "reservation",
+        "boot_disk",
+        "instance_template",
+        "runnable_timeout",
+        "install_ops_agent",
+        "task_environments",
+        "notifications",
         "enable_image_streaming",
     )
     assert JobSpec.field_names() == FIELD_NAMES
@@ -255,23 +263,15 @@ MAPPING_CASES: dict[str, Case] = {
     "lifecycle_policies": (
         {
             "max_retry_count": 1,
-            "lifecycle_policies": [
-                LifecyclePolicy("RETRY_TASK", [50001, 50002]),
-                {"action": "fail_task", "exit_codes": [1]},
-                {"action": "FAIL_TASK", "exitCodes": "2"},
-            ],
+            "lifecycle_policies": [{"action": "retry_task", "exitCodes": ["50001", 50002]}],
         },
         lambda r: ts(r)["lifecyclePolicies"],
-        [
-            {"action": "RETRY_TASK", "actionCondition": {"exitCodes": [50001, 50002]}},
-            {"action": "FAIL_TASK", "actionCondition": {"exitCodes": [1]}},
-            {"action": "FAIL_TASK", "actionCondition": {"exitCodes": [2]}},
-        ],
+        [{"action": "RETRY_TASK", "actionCondition": {"exitCodes": [50001, 50002]}}],
         lambda j: [
             (p.action.name, list(p.action_condition.exit_codes))
             for p in j.task_groups[0].task_spec.lifecycle_policies
         ],
-        [("RETRY_TASK", [50001, 50002]), ("FAIL_TASK", [1]), ("FAIL_TASK", [2])],
+        [("RETRY_TASK", [50001, 50002])],
     ),
     "max_run_duration": (
         {"max_run_duration": 3600},
@@ -447,6 +447,83 @@ MAPPING_CASES: dict[str, Case] = {
         lambda j: j.task_groups[0].task_spec.runnables[0].container.enable_image_streaming,
         False,
     ),
+    "provisioning_flex_start": (
+        {"provisioning_model": "flex_start"},
+        lambda r: r["allocationPolicy"]["instances"][0]["policy"],
+        {"provisioningModel": "FLEX_START"},
+        lambda j: j.allocation_policy.instances[0].policy.provisioning_model.name,
+        "FLEX_START",
+    ),
+    "provisioning_reservation_bound": (
+        {
+            "provisioning_model": "RESERVATION_BOUND",
+            "reservation": "projects/p/zones/us-central1-a/reservations/r1",
+        },
+        lambda r: r["allocationPolicy"]["instances"][0]["policy"],
+        {
+            "provisioningModel": "RESERVATION_BOUND",
+            "reservation": "projects/p/zones/us-central1-a/reservations/r1",
+        },
+        lambda j: j.allocation_policy.instances[0].policy.reservation,
+        "projects/p/zones/us-central1-a/reservations/r1",
+    ),
+    "provisioning_preemptible_is_accepted": (
+        {"provisioning_model": "preemptible"},
+        lambda r: r["allocationPolicy"]["instances"][0]["policy"]["provisioningModel"],
+        "PREEMPTIBLE",
+        lambda j: j.allocation_policy.instances[0].policy.provisioning_model.name,
+        "PREEMPTIBLE",
+    ),
+    "boot_disk": (
+        {"boot_disk": {"image": "batch-cos", "type": "pd-ssd", "sizeGb": 100}},
+        lambda r: r["allocationPolicy"]["instances"][0]["policy"]["bootDisk"],
+        {"image": "batch-cos", "type": "pd-ssd", "sizeGb": 100},
+        lambda j: (j.allocation_policy.instances[0].policy.boot_disk.size_gb,),
+        (100,),
+    ),
+    "instance_template": (
+        {"instance_template": "projects/p/global/instanceTemplates/gpu-a3", "install_ops_agent": True},
+        lambda r: r["allocationPolicy"]["instances"],
+        [{"instanceTemplate": "projects/p/global/instanceTemplates/gpu-a3", "installOpsAgent": True}],
+        lambda j: j.allocation_policy.instances[0].instance_template,
+        "projects/p/global/instanceTemplates/gpu-a3",
+    ),
+    "runnable_timeout": (
+        {"runnable_timeout": "1h"},
+        lambda r: ts(r)["runnables"][0]["timeout"],
+        "3600s",
+        lambda j: j.task_groups[0].task_spec.runnables[0].timeout.total_seconds(),
+        3600.0,
+    ),
+    "task_environments": (
+        {"task_environments": [{"SHARD": "a"}, {"SHARD": "b"}, {}], "parallelism": 2},
+        lambda r: (tg(r)["taskEnvironments"], "taskCount" in tg(r), tg(r)["parallelism"]),
+        ([{"variables": {"SHARD": "a"}}, {"variables": {"SHARD": "b"}}, {}], False, 2),
+        lambda j: [dict(e.variables) for e in j.task_groups[0].task_environments],
+        [{"SHARD": "a"}, {"SHARD": "b"}, {}],
+    ),
+    "notifications": (
+        {
+            "notifications": [
+                Notification("projects/p/topics/batch-events"),
+                {
+                    "pubsubTopic": "projects/p/topics/task-events",
+                    "type": "task_state_changed",
+                    "new_task_state": "FAILED",
+                },
+            ]
+        },
+        lambda r: r["notifications"],
+        [
+            {"pubsubTopic": "projects/p/topics/batch-events", "message": {"type": "JOB_STATE_CHANGED"}},
+            {
+                "pubsubTopic": "projects/p/topics/task-events",
+                "message": {"type": "TASK_STATE_CHANGED", "newTaskState": "FAILED"},
+            },
+        ],
+        lambda j: [n.message.type_.name for n in j.notifications],
+        ["JOB_STATE_CHANGED", "TASK_STATE_CHANGED"],
+    ),
     "templated_strings": (
         {"task_count": "8", "parallelism": " 2 ", "cpu_milli": "+500", "no_external_ip_address": "TRUE"},
         lambda r: (tg(r)["taskCount"], tg(r)["parallelism"], ts(r)["computeResource"], r["allocationPolicy"]),
@@ -545,9 +622,9 @@ def test_full_spec_rest() -> None:
     }
     assert set(container(rest)) <= STREAMING_CONTAINER_FIELDS
     assert task_spec["maxRetryCount"] == 2  # explicit value kept despite retry_on_preemption
+    # FAIL_TASK retries every code it does not list, 50001 included: nothing to add.
     assert task_spec["lifecyclePolicies"] == [
         {"action": "FAIL_TASK", "actionCondition": {"exitCodes": [1, 2]}},
-        {"action": "RETRY_TASK", "actionCondition": {"exitCodes": [PREEMPTION_EXIT_CODE]}},
     ]
     assert task_spec["maxRunDuration"] == "7200s"
     assert task_spec["computeResource"] == {"cpuMilli": 4000, "memoryMib": 8192, "bootDiskMib": 20480}
@@ -589,16 +666,42 @@ def test_full_spec_rest() -> None:
 
 
 def test_retry_on_preemption_defaults_retries() -> None:
+    # No policy: Batch retries every failure (preemption included), so none is added.
     rest = JobSpec(IMAGE, retry_on_preemption=True).to_rest()
     assert ts(rest)["maxRetryCount"] == DEFAULT_PREEMPTION_RETRIES
-    assert ts(rest)["lifecyclePolicies"] == [
-        {"action": "RETRY_TASK", "actionCondition": {"exitCodes": [PREEMPTION_EXIT_CODE]}}
-    ]
+    assert "lifecyclePolicies" not in ts(rest)
     job = JobSpec(IMAGE, retry_on_preemption=True).to_job()
-    policy = job.task_groups[0].task_spec.lifecycle_policies[0]
-    assert policy.action == batch_v1.LifecyclePolicy.Action.RETRY_TASK
-    assert list(policy.action_condition.exit_codes) == [50001]
+    assert list(job.task_groups[0].task_spec.lifecycle_policies) == []
     assert job.task_groups[0].task_spec.max_retry_count == 3
+
+
+def test_retry_on_preemption_joins_a_retry_policy() -> None:
+    # The bug this fixes: a user's RETRY_TASK [3] plus a second appended policy never retried 50001.
+    rest = JobSpec(
+        IMAGE,
+        retry_on_preemption=True,
+        max_retry_count=2,
+        lifecycle_policies=[LifecyclePolicy("RETRY_TASK", [3])],
+    ).to_rest()
+    assert ts(rest)["lifecyclePolicies"] == [
+        {"action": "RETRY_TASK", "actionCondition": {"exitCodes": [3, PREEMPTION_EXIT_CODE]}}
+    ]
+    assert ts(rest)["maxRetryCount"] == 2
+
+
+def test_retry_on_preemption_with_max_retry_count_keeps_retrying_other_failures() -> None:
+    # The other half of the bug: max_retry_count=2 + retry_on_preemption must not narrow retries.
+    rest = JobSpec(IMAGE, retry_on_preemption=True, max_retry_count=2).to_rest()
+    assert ts(rest)["maxRetryCount"] == 2 and "lifecyclePolicies" not in ts(rest)
+
+
+def test_two_lifecycle_policies_are_refused() -> None:
+    problems = problems_of(
+        max_retry_count=1,
+        lifecycle_policies=[LifecyclePolicy("RETRY_TASK", [3]), LifecyclePolicy("RETRY_TASK", [4])],
+    )
+    assert len(problems) == 1
+    assert "2 policies" in problems[0] and "only one" in problems[0]
 
 
 def test_retry_on_preemption_does_not_duplicate_policy() -> None:
@@ -628,12 +731,12 @@ def test_retry_policy_without_retries_is_a_problem() -> None:
     assert len(problems) == 1 and "max_retry_count" in problems[0]
 
 
-def test_conflicting_actions_for_one_exit_code() -> None:
+def test_conflicting_policies_are_one_problem() -> None:
     problems = problems_of(
         max_retry_count=1,
         lifecycle_policies=[LifecyclePolicy("RETRY_TASK", [3]), LifecyclePolicy("FAIL_TASK", [3, 4])],
     )
-    assert len(problems) == 1 and "exit code 3" in problems[0]
+    assert len(problems) == 1 and "applies only one" in problems[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -661,7 +764,7 @@ def test_all_problems_reported_together() -> None:
         gcs_volumes=[{"remote_path": "gs://", "mount_path": "relative/path"}],
         nfs_volumes=[NfsVolume("", "export", "/mnt/disks/x")],
         machine_type="E2 Standard",
-        provisioning_model="PREEMPTIBLE",
+        provisioning_model="ONDEMAND",
         accelerators=[{"type": "", "count": 0}],
         install_gpu_drivers="sometimes",
         boot_disk_mib="lots",
@@ -700,7 +803,7 @@ def test_all_problems_reported_together() -> None:
         "nfs_volumes[0].server",
         "nfs_volumes[0].remote_path",
         "machine_type",
-        "use 'SPOT'",
+        "provisioning_model must be one of",
         "accelerators[0].type",
         "accelerators[0].count",
         "install_gpu_drivers",
@@ -759,7 +862,7 @@ def test_all_problems_reported_together() -> None:
         ({"environment": {"X": "1"}, "secret_environment": {"X": "projects/p/secrets/s/versions/1"}}, "both"),
         ({"secret_environment": {"S": "projects/p/secrets/s"}}, "versions/VERSION"),
         ({"secret_environment": {"bad-name": "projects/p/secrets/s/versions/1"}}, "bad-name"),
-        ({"labels": {f"k{i}": "v" for i in range(65)}}, "at most 64"),
+        ({"labels": {f"k{i}": "v" for i in range(64)}}, "at most 63"),
         ({"labels": {"k" * 64: "v"}}, "labels: key"),
         ({"labels": {"k": "v" * 64}}, "invalid value"),
         ({"labels": {"": "v"}}, "labels: key ''"),
@@ -784,7 +887,7 @@ def test_all_problems_reported_together() -> None:
         ({"commands": ["ok", 3]}, "commands[1]"),
         ({"commands": 3}, "commands must be a list"),
         ({"commands": {"a": "b"}}, "commands must be a list"),
-        ({"provisioning_model": "flex_start"}, "'STANDARD' or 'SPOT'"),
+        ({"provisioning_model": "on_demand"}, "STANDARD, SPOT, PREEMPTIBLE, FLEX_START"),
         ({"provisioning_model": 1}, "provisioning_model"),
         ({"accelerators": [{"type": "nvidia-l4", "count": 1, "driver": "x"}]}, "unknown key 'driver'"),
         ({"network": "projects/p/networks/x"}, "network"),
@@ -812,14 +915,66 @@ def test_single_problem(kwargs: dict[str, Any], mention: str) -> None:
 
 
 def test_problems_name_arguments_and_fixes() -> None:
-    problems = problems_of(cpu_milli=-1, provisioning_model="preemptible", environment={"A B": "x"})
+    problems = problems_of(cpu_milli=-1, provisioning_model="spot-ish", environment={"A B": "x"})
     assert any(p.startswith("cpu_milli must be an integer from 1") for p in problems)
-    assert any("use 'SPOT'" in p for p in problems)
+    assert any("provisioning_model must be one of STANDARD, SPOT" in p for p in problems)
     assert any("use letters, digits and '_'" in p for p in problems)
 
 
-def test_exactly_64_labels_is_fine() -> None:
-    assert problems_of(labels={f"k{i}": "v" for i in range(64)}) == []
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"labels": {"batch-job-id": "x"}}, "'batch-job-id' is reserved"),
+        ({"provisioning_model": "RESERVATION_BOUND"}, "RESERVATION_BOUND needs the reservation"),
+        (
+            {"provisioning_model": "RESERVATION_BOUND", "reservation": "NO_RESERVATION"},
+            "RESERVATION_BOUND needs the reservation",
+        ),
+        (
+            {"reservation": "projects/p/reservations/Bad Name"},
+            "reservation 'projects/p/reservations/Bad Name'",
+        ),
+        ({"boot_disk": {"type": "local-ssd"}}, "boot_disk.type 'local-ssd'"),
+        ({"boot_disk": {"image": "ubuntu"}}, "boot_disk.image 'ubuntu'"),
+        ({"boot_disk": {}}, "boot_disk is empty"),
+        ({"boot_disk": {"size_gb": 50}, "boot_disk_mib": 1000}, "Batch honours only size_gb"),
+        ({"boot_disk": {"size": 50}}, "boot_disk has unknown key 'size'"),
+        (
+            {"instance_template": "tmpl", "machine_type": "e2-standard-4"},
+            "replaces the VM settings machine_type",
+        ),
+        ({"instance_template": "tmpl", "network": "vpc"}, "replaces the VM settings network"),
+        ({"instance_template": "Not A Template"}, "instance_template 'Not A Template'"),
+        ({"runnable_timeout": "soon"}, "runnable_timeout 'soon' is not a duration"),
+        ({"install_ops_agent": "maybe"}, "install_ops_agent must be True or False"),
+        ({"task_environments": [{"A": "1"}, {"A": "2"}], "task_count": 3}, "task_count (3) differs"),
+        ({"task_environments": [{"1A": "x"}]}, "task_environments[0] has an invalid variable name"),
+        (
+            {"task_environments": [{"A": "1"}], "parallelism": 2},
+            "parallelism (2) is greater than task_count (1)",
+        ),
+        ({"notifications": [{"pubsub_topic": "topic"}]}, "pubsub_topic 'topic' is not a topic"),
+        ({"notifications": [{"pubsub_topic": "projects/p/topics/evt", "type": "X"}]}, "type must be one"),
+        (
+            {"notifications": [{"pubsub_topic": "projects/p/topics/events", "new_task_state": "FAILED"}]},
+            "only applies to type TASK_STATE_CHANGED",
+        ),
+    ],
+)
+def test_new_option_problems(kwargs: dict[str, Any], needle: str) -> None:
+    problems = problems_of(**kwargs)
+    assert len(problems) == 1, problems
+    assert needle in problems[0]
+
+
+def test_warnings_name_legacy_preemptible() -> None:
+    assert JobSpec(IMAGE).warnings() == []
+    (warning,) = JobSpec(IMAGE, provisioning_model="PREEMPTIBLE").warnings()
+    assert "PREEMPTIBLE is legacy" in warning
+
+
+def test_exactly_63_labels_is_fine() -> None:
+    assert problems_of(labels={f"k{i}": "v" for i in range(63)}) == []
 
 
 def test_unpaired_surrogate_is_a_problem_not_a_crash() -> None:

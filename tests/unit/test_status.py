@@ -120,10 +120,7 @@ def test_logs_url_holds_an_encoded_query_for_both_logs() -> None:
     encoded = url.split(";query=", 1)[1].split("?", 1)[0]
     assert " " not in encoded and '"' not in encoded and "\n" not in encoded
     query = unquote(encoded)
-    assert query == (
-        'logName=("projects/my-proj/logs/batch_task_logs" OR "projects/my-proj/logs/batch_agent_logs")\n'
-        f'labels.job_uid="{UID}"'
-    )
+    assert query == (f'(log_id("batch_task_logs") OR log_id("batch_agent_logs"))\nlabels.job_uid="{UID}"')
 
 
 def test_logs_query_bounds_time_from_the_create_time() -> None:

@@ -80,3 +80,11 @@ def test_gcr_io_images_are_checked_by_location_at_parse_time() -> None:
     assert problems(image_uri=gcr, region="us-east1") == []  # a warning only (gcr-io-host)
     [problem] = problems(image_uri=gcr, region="europe-west1")
     assert "us multi-region" in problem
+
+
+@pytest.mark.parametrize(("count", "refused"), [(58, False), (59, True), (63, True), (64, True)])
+def test_the_operators_own_labels_count_toward_batchs_63(count: int, refused: bool) -> None:
+    """Batch takes 63 custom labels in all; the operator adds five of its own at run time."""
+    found = problems(labels={f"k{i}": "v" for i in range(count)})
+    assert bool(found) is refused
+    assert len(found) <= 1  # one problem, whether JobSpec or the operator saw it first
