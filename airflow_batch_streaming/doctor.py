@@ -264,7 +264,7 @@ class _Peek:
 def _decompressed(stream: IO[bytes] | Any, what: str) -> IO[bytes] | Any:
     peek = _Peek(stream)
     if peek.head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=peek, mode="rb")  # type: ignore[arg-type]
+        return gzip.GzipFile(fileobj=peek, mode="rb")  # type: ignore[call-overload]
     if peek.head.startswith(_ZSTD_MAGIC):
         raise FixError(
             "zstd-layer",
@@ -391,6 +391,34 @@ def rewrite_config(
     return new, True
 
 
+def repack(stream: IO[bytes] | Any, padding_blocks: int, label: str = "the layer") -> tuple[Any, str, str]:
+    """Re-serialise a layer: its tar bytes plus ``padding_blocks`` zero blocks, gzipped again if it was.
+
+    Readers stop at the end-of-archive marker, so the files are the same; the digest and
+    diff_id are not. Returns (spooled file at its end, digest, diff_id); memory stays bounded.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 (returned to the caller)
+    peek = _Peek(stream)
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31) if peek.head.startswith(_GZIP_MAGIC) else None
+    plain = _decompressed(peek, label)
+    diff_sha, blob_sha = hashlib.sha256(), hashlib.sha256()
+    chunk = plain.read(1024 * 1024)
+    padded = False
+    while chunk or not padded:
+        if not chunk:
+            chunk, padded = bytes(BLOCK * padding_blocks), True
+        diff_sha.update(chunk)
+        out = packer.compress(chunk) if packer else chunk
+        blob_sha.update(out)
+        spool.write(out)
+        chunk = plain.read(1024 * 1024) if not padded else b""
+    if packer is not None:
+        tail = packer.flush()
+        blob_sha.update(tail)
+        spool.write(tail)
+    return spool, "sha256:" + blob_sha.hexdigest(), "sha256:" + diff_sha.hexdigest()
+
+
 def _dumps(data: Any) -> bytes:
     return json.dumps(data, indent=3).encode()
 
@@ -492,7 +520,8 @@ class _Fixer:
                     Change(
                         DROPPED_DUPLICATE,
                         f"{where}: {label} dropped: it repeats layer {action.of} and no layer in between "
-                        f"touches any of its {len(self._entries.get(layers[action.of or 0].digest, []))} paths",
+                        f"touches any of its {len(self._entries.get(layers[action.of or 0].digest, []))} "
+                        "paths",
                     )
                 )
             elif action.action == "rewrite":
@@ -522,7 +551,7 @@ class _Fixer:
             )
         config_out = _dumps(new_config)
         config_digest = "sha256:" + hashlib.sha256(config_out).hexdigest()
-        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 (closed with the result)
         spool.write(config_out)
         config_blob = _Blob(config_digest, len(config_out), config_desc.get("mediaType", ""), spool)
         manifest = dict(doc)
@@ -538,28 +567,8 @@ class _Fixer:
         """The layer's tar with extra zero blocks after its end; gzip again if it was gzipped."""
         padding = action.padding_blocks
         while True:
-            spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)
             with self.src.open_blob(self.source, layer.digest) as stream:
-                peek = _Peek(stream)
-                gzipped = peek.head.startswith(_GZIP_MAGIC)
-                plain = _decompressed(peek, label)
-                diff_sha, blob_sha = hashlib.sha256(), hashlib.sha256()
-                packer = zlib.compressobj(6, zlib.DEFLATED, 31) if gzipped else None
-
-                def emit(data: bytes) -> None:
-                    diff_sha.update(data)
-                    out = packer.compress(data) if packer else data
-                    blob_sha.update(out)
-                    spool.write(out)
-
-                while chunk := plain.read(1024 * 1024):
-                    emit(chunk)
-                emit(bytes(BLOCK * padding))
-                if packer is not None:
-                    tail = packer.flush()
-                    blob_sha.update(tail)
-                    spool.write(tail)
-            digest, diff = "sha256:" + blob_sha.hexdigest(), "sha256:" + diff_sha.hexdigest()
+                spool, digest, diff = repack(stream, padding, label)
             if digest not in taken and diff not in taken:
                 return _Blob(digest, spool.tell(), layer.media_type, spool), diff
             spool.close()
@@ -741,8 +750,7 @@ def _fix_index(fixer: _Fixer, top: RawManifest, where: str, platform: str | None
         fixer.put_manifest(fixed, None)
         if fixed.digest != child.digest:
             changed = True
-            entry = {**entry, "digest": fixed.digest, "size": len(fixed.body)}
-        new_entries.append(entry)
+        new_entries.append({**entry, "digest": fixed.digest, "size": len(fixed.body)})
     if not new_entries:
         raise FixError(
             preflight.PLATFORM_NOT_FOUND,

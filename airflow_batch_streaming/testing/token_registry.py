@@ -265,6 +265,8 @@ def apply_layers(blobs: Sequence[bytes]) -> dict[str, tuple[Any, ...]]:
 
     for blob in blobs:
         data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
+        if len(data) < 512:  # a 0-byte blob or the OCI empty `{}`: the layers the fix drops, no files
+            continue
         lower = set(fs)
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             members = [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]  # type: ignore[union-attr]
