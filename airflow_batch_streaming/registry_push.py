@@ -434,3 +434,45 @@ class _Verified:
                 if "sha256:" + self._sha.hexdigest() != self._digest:
                     raise self._client._invalid(self._what, "the blob does not match its digest")
         return data
+
+
+DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io", "docker.io")
+
+
+def docker_config_auth(host: str, path: str | None = None) -> tuple[str, str] | None:
+    """(username, password) for ``host`` from a Docker config file (``auths``), or None.
+
+    ``path`` defaults to ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``.
+    Credential helpers (``credHelpers``, ``credsStore``) are not run: for Artifact Registry
+    the Google credentials are used instead.
+    """
+    import base64
+    import os
+    from pathlib import Path
+
+    file = (
+        Path(path)
+        if path
+        else Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    )
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    auths = data.get("auths") if isinstance(data, dict) else None
+    if not isinstance(auths, dict):
+        return None
+    keys = DOCKER_HUB_KEYS if host in DOCKER_HUB_KEYS else (host, f"https://{host}", f"http://{host}")
+    for key in keys:
+        entry = auths.get(key)
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get("auth"), str) and entry["auth"]:
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                continue
+            return user, password
+        if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
+            return entry["username"], entry["password"]
+    return None
