@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import IO, Any, Final, Literal
 
 from airflow_batch_streaming import preflight
+from airflow_batch_streaming.exceptions import BatchStreamingError
 from airflow_batch_streaming.image import ImageReference, ImageReferenceError, parse_image_uri
 from airflow_batch_streaming.registry import (
     INDEX_MEDIA_TYPES,
@@ -78,7 +79,7 @@ PLATFORM_DROPPED: Final = "platform-dropped"
 ATTESTATION_DROPPED: Final = "attestation-dropped"
 
 
-class FixError(Exception):
+class FixError(BatchStreamingError):
     """The fix cannot be done. ``exit_code`` 2: bad input (nothing was written); 1: not fixable."""
 
     def __init__(self, code: str, message: str, hint: str = "", *, exit_code: int = 1) -> None:
