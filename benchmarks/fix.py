@@ -34,10 +34,11 @@ MIB = 1024 * 1024
 LAYERS = 8
 TARGET = "us-central1-docker.pkg.dev/bench-project/repo"
 CHILD = (
-    "import json, resource, sys\n"
+    "import json, sys\n"
     "from airflow_batch_streaming.cli import main\n"
     "rc = main(sys.argv[1:])\n"
-    "sys.stderr.write(json.dumps({'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}) + '\\n')\n"
+    "hwm = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0].split()[1]\n"
+    "sys.stderr.write(json.dumps({'maxrss_kib': int(hwm)}) + '\\n')\n"
     "sys.exit(rc)\n"
 )
 
@@ -130,7 +131,7 @@ def render(rows: list[Row]) -> str:
         "config and manifest are new). Wall time is the whole command in a fresh process (imports "
         "included), against docker-registry on loopback; bytes read include manifests, config and the "
         "preflight of the result is done by the target client (not counted in bytes read). Peak RSS is "
-        "the child's own; blob bytes are streamed in 1 MiB reads and 32 MiB upload chunks, so it does not "
+        "the child's own (VmHWM: ru_maxrss would include the parent's at fork); blob bytes are streamed in 1 MiB reads and 32 MiB upload chunks, so it does not "
         f"grow with the image. {versions('apache-airflow')}.\n"
     )
     return head + body + notes
