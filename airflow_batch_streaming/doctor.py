@@ -38,6 +38,9 @@ from airflow_batch_streaming.exceptions import BatchStreamingError
 from airflow_batch_streaming.image import ImageReference, ImageReferenceError, parse_image_uri
 from airflow_batch_streaming.registry import (
     INDEX_MEDIA_TYPES,
+    MEDIA_TYPE_DOCKER_CONFIG,
+    MEDIA_TYPE_DOCKER_LAYER,
+    MEDIA_TYPE_DOCKER_MANIFEST,
     SCHEMA1_MEDIA_TYPES,
     Layer,
     ManifestInfo,
@@ -46,7 +49,7 @@ from airflow_batch_streaming.registry import (
     _normalize_platform,
     _parse_platform,
 )
-from airflow_batch_streaming.registry_push import RawManifest, RegistryWriter
+from airflow_batch_streaming.registry_push import RawManifest, RegistryWriter, _Counting
 
 __all__ = [
     "Change",
@@ -74,6 +77,7 @@ UNCHANGED: Final = "unchanged"
 DROPPED_EMPTY: Final = "dropped-empty-layer"
 DROPPED_DUPLICATE: Final = "dropped-duplicate-layer"
 REWROTE_DUPLICATE: Final = "rewrote-duplicate-layer"
+CONVERTED_SCHEMA1: Final = "converted-schema1"
 HISTORY_KEPT: Final = "history-unmatched"
 PLATFORM_DROPPED: Final = "platform-dropped"
 ATTESTATION_DROPPED: Final = "attestation-dropped"
@@ -475,20 +479,15 @@ class _Fixer:
 
     def image(self, raw: RawManifest, where: str) -> tuple[RawManifest, list[_Blob]]:
         """The fixed manifest and every blob it needs (changes recorded on self)."""
+        converted: bytes | None = None
         if raw.media_type in SCHEMA1_MEDIA_TYPES:
-            raise FixError(
-                preflight.MANIFEST_SCHEMA1,
-                f"{where} is a Docker schema 1 manifest ({raw.media_type}); converting it is not "
-                "supported: its v1 history lacks the layer diff_ids and sizes a schema 2 config needs "
-                "without reading and re-hashing every layer",
-                "convert it once with `skopeo copy --format v2s2 docker://SRC docker://DEST`, then fix DEST",
-            )
+            raw, converted = self._schema1(raw, where)
         doc = raw.json()
         config_desc = doc.get("config") or {}
         layer_descs = doc.get("layers")
         if not isinstance(layer_descs, list) or not isinstance(config_desc.get("digest"), str):
             raise FixError(preflight.MANIFEST_INVALID, f"{where}: the manifest has no config or layers")
-        config_bytes = self._blob_bytes(config_desc["digest"])
+        config_bytes = converted if converted is not None else self._blob_bytes(config_desc["digest"])
         config = json.loads(config_bytes)
         layers = tuple(Layer(d["digest"], int(d["size"]), d.get("mediaType", "")) for d in layer_descs)
         raw_diff = (config.get("rootfs") or {}).get("diff_ids")
@@ -544,6 +543,8 @@ class _Fixer:
                 new_descs.append(desc)
         if all(a.action == "keep" for a in actions):
             config_blob = _Blob(config_desc["digest"], len(config_bytes), config_desc.get("mediaType", ""))
+            if converted is not None:
+                config_blob.spool = _spooled(converted)
             return raw, [config_blob, *blobs]
         new_config, matched = rewrite_config(config, actions, new_diff)
         if not matched:
@@ -552,9 +553,9 @@ class _Fixer:
             )
         config_out = _dumps(new_config)
         config_digest = "sha256:" + hashlib.sha256(config_out).hexdigest()
-        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 (closed with the result)
-        spool.write(config_out)
-        config_blob = _Blob(config_digest, len(config_out), config_desc.get("mediaType", ""), spool)
+        config_blob = _Blob(
+            config_digest, len(config_out), config_desc.get("mediaType", ""), _spooled(config_out)
+        )
         manifest = dict(doc)
         manifest["config"] = {**config_desc, "digest": config_digest, "size": len(config_out)}
         manifest["layers"] = new_descs
@@ -563,6 +564,103 @@ class _Fixer:
             config_blob,
             *blobs,
         ]
+
+    def _schema1(self, raw: RawManifest, where: str) -> tuple[RawManifest, bytes]:
+        """Docker schema 1 -> schema 2, when the v1 history says what a config needs.
+
+        The config is the newest v1Compatibility object (minus the v1 ids) with
+        ``rootfs.diff_ids`` (each layer is read once and its tar hashed) and ``history``
+        (throwaway steps become ``empty_layer: true`` and their blobs are not carried over).
+        """
+        doc = raw.json()
+        fs_layers, v1_history = doc.get("fsLayers"), doc.get("history")
+
+        def refuse(why: str) -> FixError:
+            return FixError(
+                preflight.MANIFEST_SCHEMA1,
+                f"{where} is a Docker schema 1 manifest and cannot be converted: {why}",
+                "convert it with `skopeo copy --format v2s2 docker://SRC docker://DEST` (it reads the layers "
+                "with the image's full v1 metadata), or rebuild it, then fix the result",
+            )
+
+        if (
+            not isinstance(fs_layers, list)
+            or not isinstance(v1_history, list)
+            or len(fs_layers) != len(v1_history)
+        ):
+            raise refuse("it does not have one v1 history entry per layer")
+        try:
+            v1 = [json.loads(h["v1Compatibility"]) for h in v1_history]
+            blob_sums = [str(f["blobSum"]) for f in fs_layers]
+        except (TypeError, KeyError, ValueError):
+            raise refuse("its v1Compatibility history is not JSON objects") from None
+        if not v1 or not all(isinstance(v, dict) for v in v1):
+            raise refuse("its v1Compatibility history is empty or not JSON objects")
+        top = v1[0]
+        os_name = top.get("os") or None
+        arch = top.get("architecture") or doc.get("architecture") or None
+        if not isinstance(os_name, str) or not isinstance(arch, str):
+            raise refuse("its v1 history does not name the image's os and architecture")
+        layers: list[dict[str, Any]] = []
+        diff_ids: list[str] = []
+        history: list[dict[str, Any]] = []
+        for blob_sum, entry in reversed(list(zip(blob_sums, v1, strict=True))):
+            cmd = (entry.get("container_config") or {}).get("Cmd")
+            step: dict[str, Any] = {"created": entry.get("created", "1970-01-01T00:00:00Z")}
+            if isinstance(cmd, list) and cmd:
+                step["created_by"] = " ".join(str(c) for c in cmd)
+            if entry.get("throwaway"):
+                step["empty_layer"] = True
+            else:
+                size, diff = self._measure(blob_sum, f"{where} layer {blob_sum}")
+                layers.append({"mediaType": MEDIA_TYPE_DOCKER_LAYER, "size": size, "digest": blob_sum})
+                diff_ids.append(diff)
+            history.append(step)
+        dropped = ("id", "parent", "Size", "throwaway", "parent_id", "layer_id")
+        config = {k: v for k, v in top.items() if k not in dropped}
+        config.update(
+            {
+                "architecture": arch,
+                "os": os_name,
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                "history": history,
+            }
+        )
+        config_bytes = _dumps(config)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_DOCKER_MANIFEST,
+            "config": {
+                "mediaType": MEDIA_TYPE_DOCKER_CONFIG,
+                "size": len(config_bytes),
+                "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
+            },
+            "layers": layers,
+        }
+        body = _dumps(manifest)
+        converted = RawManifest(
+            body, MEDIA_TYPE_DOCKER_MANIFEST, "sha256:" + hashlib.sha256(body).hexdigest()
+        )
+        self.changes.append(
+            Change(
+                CONVERTED_SCHEMA1,
+                f"{where}: Docker schema 1 converted to schema 2 ({len(layers)} layers; "
+                f"{len(v1) - len(layers)} throwaway steps kept as history only)",
+            )
+        )
+        return converted, config_bytes
+
+    def _measure(self, digest: str, label: str) -> tuple[int, str]:
+        """(compressed size, diff_id) of a layer, read once as a stream."""
+        diff_sha = hashlib.sha256()
+        with self.src.open_blob(self.source, digest) as stream:
+            counted = _Counting(stream)
+            plain = _decompressed(counted, label)
+            while chunk := plain.read(1024 * 1024):
+                diff_sha.update(chunk)
+            while counted.read(1024 * 1024):
+                pass
+        return counted.count, "sha256:" + diff_sha.hexdigest()
 
     def _rewrite(self, layer: Layer, action: LayerAction, label: str, taken: set[str]) -> tuple[_Blob, str]:
         """The layer's tar with extra zero blocks after its end; gzip again if it was gzipped."""
@@ -618,6 +716,12 @@ class _Fixer:
             if exc.code == preflight.IMAGE_NOT_FOUND:
                 return None
             raise
+
+
+def _spooled(data: bytes) -> Any:
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 (lives as long as the plan)
+    spool.write(data)
+    return spool
 
 
 @contextmanager

@@ -18,14 +18,17 @@ from airflow_batch_streaming.registry import MEDIA_TYPE_OCI_INDEX, RegistryError
 from airflow_batch_streaming.registry_push import RegistryWriter
 from airflow_batch_streaming.testing.registry import (
     EMPTY_LAYER_KINDS,
+    GZIPPED_EMPTY_TAR,
     BuiltImage,
     LocalRegistry,
     StaticRegistry,
     build_image,
     build_index,
+    diff_id,
     empty_layer_image,
     random_layer,
     schema1_manifest,
+    sha256_digest,
     tar_layer,
 )
 from airflow_batch_streaming.testing.token_registry import (
@@ -365,9 +368,59 @@ def test_not_artifact_registry_target_is_bad_input() -> None:
     assert caught.value.exit_code == 2 and caught.value.code == "not-artifact-registry"
 
 
-def test_schema1_is_not_fixable(static_registry: StaticRegistry, bearer: TokenRegistry) -> None:
-    built = schema1_manifest("old/img", "v1", [tar_layer({"a": b"a"})])
-    static_registry.serve_built("old/img", "v1", built)
+def schema1_image(layers: list[bytes], v1: list[dict[str, Any]]) -> BuiltImage:
+    """A schema 1 manifest over ``layers`` (oldest first) with the v1 history given newest first."""
+    built = schema1_manifest("old/img", "v1", layers)
+    doc = json.loads(built.manifest)
+    doc["history"] = [{"v1Compatibility": json.dumps(v)} for v in v1]
+    body = json.dumps(doc, indent=3).encode()
+    return BuiltImage(body, built.media_type, sha256_digest(body), built.blobs)
+
+
+def test_schema1_is_converted_then_fixed(static_registry: StaticRegistry, bearer: TokenRegistry) -> None:
+    layers = [A, GZIPPED_EMPTY_TAR, B_CHANGES, A]
+    v1 = [
+        {
+            "id": f"{n}" * 64,
+            "os": "linux",
+            "architecture": "amd64",
+            "created": "2016-01-01T00:00:00Z",
+            "config": {"Cmd": ["/bin/sh"], "Env": ["A=1"]},
+            "container_config": {"Cmd": ["/bin/sh", "-c", f"step {n}"]},
+            **({"throwaway": True} if n == 1 else {}),
+        }
+        for n in (3, 2, 1, 0)  # newest first; step 1 (the empty tar) is a throwaway
+    ]
+    image = schema1_image(layers, v1)
+    static_registry.serve_built("old/img", "v1", image)
+    src, dst = RegistryWriter(base_url=static_registry.url), writer(bearer)
+    result = doctor.fix_image(
+        "docker.io/old/img:v1", f"{TARGET}/old:v1", REGION, source_client=src, target_client=dst
+    )
+    assert result.ok, result.format_text()
+    assert codes(result) == ["copied", "converted-schema1", "rewrote-duplicate-layer"]
+    repo, digest = target_repo(result)
+    manifest = read_manifest(bearer, repo, digest)
+    assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    written = [fetch_blob(bearer, repo, d["digest"]) for d in manifest["layers"]]
+    assert apply_layers(written) == apply_layers(layers)
+    config = json.loads(fetch_blob(bearer, repo, manifest["config"]["digest"]))
+    assert config["config"] == {"Cmd": ["/bin/sh"], "Env": ["A=1"]} and config["architecture"] == "amd64"
+    assert config["rootfs"]["diff_ids"] == [diff_id(b) for b in written]
+    assert [h.get("empty_layer", False) for h in config["history"]] == [False, True, False, False]
+    assert config["history"][0]["created_by"] == "/bin/sh -c step 0"
+
+
+def test_schema1_without_the_v1_metadata_is_not_fixable(
+    static_registry: StaticRegistry, bearer: TokenRegistry
+) -> None:
+    image = schema1_image([tar_layer({"a": b"a"})], [{"id": "1" * 64}])  # no os, no architecture
+    doc = json.loads(image.manifest)
+    doc.pop("architecture")
+    body = json.dumps(doc).encode()
+    static_registry.serve_built(
+        "old/img", "v1", BuiltImage(body, image.media_type, sha256_digest(body), image.blobs)
+    )
     src = RegistryWriter(base_url=static_registry.url)
     with pytest.raises(doctor.FixError) as caught:
         doctor.fix_image(
@@ -378,6 +431,7 @@ def test_schema1_is_not_fixable(static_registry: StaticRegistry, bearer: TokenRe
             target_client=writer(bearer),
         )
     assert caught.value.exit_code == 1 and caught.value.code == "manifest-schema1"
+    assert "os and architecture" in caught.value.message
     assert "skopeo copy --format v2s2" in caught.value.hint
 
 

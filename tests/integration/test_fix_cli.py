@@ -11,11 +11,13 @@ import pytest
 
 from airflow_batch_streaming.cli import main
 from airflow_batch_streaming.testing.registry import (
+    BuiltImage,
     LocalRegistry,
     StaticRegistry,
     build_image,
     empty_layer_image,
     schema1_manifest,
+    sha256_digest,
     tar_layer,
 )
 from airflow_batch_streaming.testing.token_registry import TokenRegistry, _call
@@ -160,7 +162,13 @@ def test_schema1_exits_1_with_the_reason(
     bearer: TokenRegistry,
     docker_config: str,
 ) -> None:
-    static_registry.serve_built("old/img", "v1", schema1_manifest("old/img", "v1", [tar_layer({"a": b"a"})]))
+    built = schema1_manifest("old/img", "v1", [tar_layer({"a": b"a"})])
+    doc = json.loads(built.manifest)
+    doc["history"] = [{"v1Compatibility": "not json"}]
+    body = json.dumps(doc).encode()
+    static_registry.serve_built(
+        "old/img", "v1", BuiltImage(body, built.media_type, sha256_digest(body), built.blobs)
+    )
     code, out, _ = run(
         capsys,
         f"{static_registry.host}/old/img:v1",
