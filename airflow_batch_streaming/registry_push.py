@@ -469,10 +469,11 @@ def docker_config_auth(host: str, path: str | None = None) -> tuple[str, str] | 
             continue
         if isinstance(entry.get("auth"), str) and entry["auth"]:
             try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                user, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 continue
-            return user, password
+            if sep:
+                return user, password
         if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
             return entry["username"], entry["password"]
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,24 @@ def test_repack_changes_digests_but_not_files(gzipped: bool) -> None:
 def test_zstd_layer_cannot_be_read() -> None:
     with pytest.raises(doctor.FixError, match="zstd"):
         doctor.tar_entries(io.BytesIO(b"\x28\xb5\x2f\xfd" + b"\0" * 100))
+
+
+def test_docker_config_auth(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from airflow_batch_streaming.registry_push import docker_config_auth
+
+    path = tmp_path / "config.json"
+    encoded = base64.b64encode(b"me:p4ss:word").decode()
+    auths = {
+        "https://index.docker.io/v1/": {"auth": encoded},
+        "ghcr.io": {"username": "u", "password": "tok"},
+        "quay.io": {"auth": "%%%"},
+    }
+    path.write_text(json.dumps({"auths": auths, "credsStore": "desktop"}))
+    assert docker_config_auth("docker.io", str(path)) == ("me", "p4ss:word")
+    assert docker_config_auth("ghcr.io", str(path)) == ("u", "tok")
+    assert docker_config_auth("quay.io", str(path)) is None
+    assert docker_config_auth("gcr.io", str(path)) is None
+    assert docker_config_auth("ghcr.io", str(path) + ".missing") is None
