@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from airflow_batch_streaming.operators import BatchStreamingImageFixOperator
 from airflow_batch_streaming.testing.registry import GZIPPED_EMPTY_TAR, LocalRegistry, build_image, tar_layer
@@ -39,7 +40,11 @@ def test_operator_returns_the_fixed_digest_and_is_idempotent(
         target_conn_id="fix_target_registry",
         target_registry_url=bearer.url,
     )
-    first = op.execute({})  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        first = op.execute({})  # type: ignore[arg-type]
+    shown = json.dumps(logs, default=str)
+    assert "dropped-empty-layer" in shown  # the task log shows what changed...
+    assert bearer.secret not in shown and str(auth_registry.password) not in shown  # ...and no secret
     assert first.startswith("us-central1-docker.pkg.dev/proj/repo/op@sha256:")
     assert first.split("@")[1] != image.digest  # the empty layer is gone
     token = bearer.tokens.issue(["repository:proj/repo/op:pull"])
