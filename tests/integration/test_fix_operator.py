@@ -63,3 +63,26 @@ def test_operator_is_cheap_to_construct_and_templated() -> None:
         task_id="fix", source_image="{{ params.src }}", target=TARGET, region="us-central1"
     )
     assert "source_image" in op.template_fields and "target" in op.template_fields
+
+
+def test_operator_default_credentials_path_within_one_registry(
+    monkeypatch: pytest.MonkeyPatch, local_registry: LocalRegistry
+) -> None:
+    """No connection ids: Artifact Registry on both sides through the hook (anonymous under the
+    emulator) and BATCH_STREAMING_REGISTRY_URL; one registry, so the layers are mounted."""
+    monkeypatch.setenv("BATCH_STREAMING_EMULATOR_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("BATCH_STREAMING_REGISTRY_URL", local_registry.url)
+    image = build_image([tar_layer({"a.txt": b"a"}), tar_layer({"b.txt": b"b"}), tar_layer({"a.txt": b"a"})])
+    local_registry.push_built("proj/src/app", "v1", image)
+    op = BatchStreamingImageFixOperator(
+        task_id="fix",
+        source_image="us-central1-docker.pkg.dev/proj/src/app:v1",
+        target="us-central1-docker.pkg.dev/proj/dst",
+        region="us-central1",
+    )
+    with capture_logs() as logs:
+        written = op.execute({})  # type: ignore[arg-type]
+    assert written.startswith("us-central1-docker.pkg.dev/proj/dst/app@sha256:")
+    shown = json.dumps(logs, default=str)
+    assert "dropped-duplicate-layer" in shown
+    assert "blobs 1 uploaded, 2 mounted" in shown  # the new config up; both kept layers mounted
