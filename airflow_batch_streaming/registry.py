@@ -731,10 +731,10 @@ class RegistryClient:
                 f"the token service {_safe_url(realm)} uses plain http; refusing to send credentials",
                 "the registry's token realm must be https",
             )
-        query = {"scope": f"repository:{repo}:pull"}
+        query: dict[str, Any] = {"scope": self._scopes(repo)}
         if params.get("service"):
             query["service"] = params["service"]
-        url = realm + ("&" if parts.query else "?") + urllib.parse.urlencode(query)
+        url = realm + ("&" if parts.query else "?") + urllib.parse.urlencode(query, doseq=True)
         headers = {"Accept": "application/json"}
         try:
             secret = self._token()
@@ -781,6 +781,10 @@ class RegistryClient:
         expires_in = data.get("expires_in") if isinstance(data, dict) else None
         ttl = expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) else 60
         return f"Bearer {token}", time.monotonic() + max(ttl - 10, 10)
+
+    def _scopes(self, repo: str) -> list[str]:
+        """The token scopes to ask for; a writer (registry_push) adds push and mount sources."""
+        return [f"repository:{repo}:pull"]
 
     def _basic(self, secret: str) -> str:
         encoded = base64.b64encode(f"{self.username}:{secret}".encode()).decode("ascii")
