@@ -33,10 +33,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, Final, Literal
 
-from airflow_batch_streaming import preflight
+from airflow_batch_streaming import checker, preflight
 from airflow_batch_streaming.exceptions import BatchStreamingError
 from airflow_batch_streaming.image import ImageReference, ImageReferenceError, parse_image_uri
-from airflow_batch_streaming.registry import (
+from airflow_batch_streaming.oci import (
     INDEX_MEDIA_TYPES,
     MEDIA_TYPE_DOCKER_CONFIG,
     MEDIA_TYPE_DOCKER_LAYER,
@@ -44,11 +44,10 @@ from airflow_batch_streaming.registry import (
     SCHEMA1_MEDIA_TYPES,
     Layer,
     ManifestInfo,
-    RegistryClient,
-    RegistryError,
-    _normalize_platform,
-    _parse_platform,
+    normalize_platform,
+    parse_platform,
 )
+from airflow_batch_streaming.registry import RegistryClient, RegistryError
 from airflow_batch_streaming.registry_push import RawManifest, RegistryWriter, _Counting
 
 __all__ = [
@@ -168,33 +167,31 @@ class FixResult:
 # --------------------------------------------------------------------------- preflight adapter
 
 
-def _preflight_defects(info: ManifestInfo) -> tuple[set[int], dict[int, int]]:
+def _preflight_defects(
+    info: ManifestInfo, contents: Mapping[str, bool | None]
+) -> tuple[set[int], dict[int, int]]:
     """Empty layers and duplicates (index -> earliest layer it repeats), by the preflight's rules.
 
-    The one place this module reads the streaming rules: each layer is judged alone for
-    emptiness and each pair for duplication by `preflight.check_manifest`.
+    The one place this module reads the streaming rules: each layer is judged alone by
+    `preflight.check_empty_layers` (``contents``: `checker.layer_contents`, the same small
+    layers the preflight reads) and each pair of the others by `preflight.check_duplicate_layers`.
     """
     diff_ids = info.diff_ids if info.diff_ids and len(info.diff_ids) == len(info.layers) else None
 
-    def codes(indices: Sequence[int]) -> set[str]:
-        one = ManifestInfo(
-            info.digest,
-            info.media_type,
-            2,
-            tuple(info.layers[i] for i in indices),
-            tuple(diff_ids[i] for i in indices) if diff_ids else None,
-            info.platform,
-            None,
+    def only(*indices: int) -> ManifestInfo:
+        return replace(
+            info,
+            layers=tuple(info.layers[i] for i in indices),
+            diff_ids=tuple(diff_ids[i] for i in indices) if diff_ids else None,
         )
-        return {f.code for f in preflight.check_manifest(one)}
 
-    empty = {i for i in range(len(info.layers)) if preflight.EMPTY_LAYER in codes([i])}
+    empty = {i for i in range(len(info.layers)) if preflight.check_empty_layers(only(i), contents)}
     duplicates: dict[int, int] = {}
     for i in range(len(info.layers)):
         if i in empty:
             continue
         for j in range(i):
-            if j not in empty and j not in duplicates and preflight.DUPLICATE_LAYER in codes([j, i]):
+            if j not in empty and j not in duplicates and preflight.check_duplicate_layers(only(j, i)):
                 duplicates[i] = j
                 break
     return empty, duplicates
@@ -493,7 +490,7 @@ class _Fixer:
         raw_diff = (config.get("rootfs") or {}).get("diff_ids")
         diff_ids = tuple(raw_diff) if isinstance(raw_diff, list) else None
         info = ManifestInfo(raw.digest, raw.media_type, 2, layers, diff_ids, None, None)
-        empty, duplicates = _preflight_defects(info)
+        empty, duplicates = _preflight_defects(info, checker.layer_contents(self.src, self.source, info))
 
         def find_conflict(previous: int, i: int) -> str | None:
             repeat = self._headers(layers[previous], f"{where} layer {previous}")
@@ -784,11 +781,9 @@ def fix_image(
     problems = _target_problems(str(dst_ref), region)
     if problems:
         raise FixError(problems[0].code, problems[0].message, problems[0].hint, exit_code=2)
-    if platform is not None:
-        try:
-            _parse_platform(platform)
-        except ValueError as exc:
-            raise FixError(preflight.INVALID_PLATFORM, str(exc), exit_code=2) from None
+    bad_platform = preflight.invalid_platform(platform) if platform is not None else None
+    if bad_platform is not None:
+        raise FixError(bad_platform.code, bad_platform.message, bad_platform.hint, exit_code=2)
     src = source_client or RegistryWriter()
     dst = target_client or RegistryWriter()
     fixer = _Fixer(src_ref, dst_ref, src, dst, dry_run=dry_run)
@@ -814,7 +809,7 @@ def fix_image(
     fixer.stats.bytes_uploaded = dst.bytes_uploaded
     report = None
     if not dry_run:
-        report = preflight.check_image(
+        report = checker.check_image(
             written, region, platform=platform, registry=preflight_client or dst, api_check=None
         )
     return FixResult(source, written, fixer.changes, report, dry_run, fixer.stats)
@@ -825,7 +820,7 @@ def _fix_index(fixer: _Fixer, top: RawManifest, where: str, platform: str | None
     entries = doc.get("manifests")
     if not isinstance(entries, list):
         raise FixError(preflight.MANIFEST_INVALID, f"{where}: the index has no manifests list")
-    want = _parse_platform(platform) if platform else None
+    want = parse_platform(platform) if platform else None
     new_entries: list[dict[str, Any]] = []
     changed = False
     for entry in entries:
@@ -838,10 +833,8 @@ def _fix_index(fixer: _Fixer, top: RawManifest, where: str, platform: str | None
             changed = True
             continue
         if want is not None:
-            have = _normalize_platform(plat.get("os", ""), plat.get("architecture", ""), plat.get("variant"))
-            if (have.os, have.arch) != (want.os, want.arch) or (
-                want.variant and have.variant != want.variant
-            ):
+            have = normalize_platform(plat.get("os", ""), plat.get("architecture", ""), plat.get("variant"))
+            if not want.runs(have):  # what `preflight.check_platform` accepts
                 fixer.changes.append(
                     Change(PLATFORM_DROPPED, f"{where}: {shown} not kept (--platform {platform})")
                 )

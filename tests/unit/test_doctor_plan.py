@@ -9,7 +9,7 @@ import pytest
 
 from airflow_batch_streaming import doctor
 from airflow_batch_streaming.doctor import Entry, LayerAction, conflict, plan_layers, rewrite_config
-from airflow_batch_streaming.registry import Layer, ManifestInfo
+from airflow_batch_streaming.oci import Layer, ManifestInfo
 from airflow_batch_streaming.testing.registry import EMPTY_TAR_DIGEST, GZIPPED_EMPTY_TAR_DIGEST
 from airflow_batch_streaming.testing.token_registry import TarEntry, apply_layers, layer_of
 
@@ -87,12 +87,23 @@ def test_preflight_defects_use_the_preflight_rules() -> None:
         Layer("sha256:" + "2" * 64, 0, "x"),
         Layer("sha256:" + "1" * 64, 100, "x"),
         Layer("sha256:" + "3" * 64, 90, "x"),
+        Layer("sha256:" + "4" * 64, 120, "x"),  # read: an empty archive by content
+        Layer("sha256:" + "5" * 64, 130, "x"),  # read: not a tar the rule understands
     )
-    diff_ids = ("sha256:d1", EMPTY_TAR_DIGEST, "sha256:d2", "sha256:d1", "sha256:d1")
+    diff_ids = (
+        "sha256:d1",
+        EMPTY_TAR_DIGEST,
+        "sha256:d2",
+        "sha256:d1",
+        "sha256:d1",
+        "sha256:d4",
+        "sha256:d5",
+    )
+    contents = {layers[5].digest: True, layers[6].digest: None}
     empty, duplicates = doctor._preflight_defects(
-        ManifestInfo("sha256:m", "t", 2, layers, diff_ids, None, None)
+        ManifestInfo("sha256:m", "t", 2, layers, diff_ids, None, None), contents
     )
-    assert empty == {1, 2}
+    assert empty == {1, 2, 5}
     assert duplicates == {3: 0, 4: 0}  # same digest; same diff_id under another compression
 
 
