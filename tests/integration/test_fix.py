@@ -7,13 +7,17 @@ filesystem the source's stack gives.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import subprocess
+import tarfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from airflow_batch_streaming import doctor
+from airflow_batch_streaming import doctor, oci
 from airflow_batch_streaming.registry import MEDIA_TYPE_OCI_INDEX, RegistryError
 from airflow_batch_streaming.registry_push import RegistryWriter
 from airflow_batch_streaming.testing.registry import (
@@ -152,6 +156,54 @@ def test_empty_layer_dropped_across_registries(
     assert result.stats.header_bytes_read == 0  # no duplicate: no tar read
 
 
+def empty_archive(form: str) -> bytes:
+    """An empty tar none of the known digests names, gzipped at level 9."""
+    buf = io.BytesIO()
+    if form == "pax-global-header":  # no entries, only a pax global header: its diff_id is not all zeros
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "x"}):
+            pass
+    else:  # Python's tarfile (like GNU tar) pads an empty archive to one 10,240-byte record
+        with tarfile.open(fileobj=buf, mode="w"):
+            pass
+    return gzip.compress(buf.getvalue(), compresslevel=9, mtime=0)
+
+
+@pytest.mark.parametrize("form", ["tarfile-10240", "pax-global-header"])
+def test_empty_archive_known_by_content_only_is_dropped(
+    form: str, auth_registry: LocalRegistry, bearer: TokenRegistry
+) -> None:
+    empty = empty_archive(form)
+    assert sha256_digest(empty) not in oci.EMPTY_LAYER_DIGESTS
+    if form == "pax-global-header":
+        assert diff_id(empty) not in oci.empty_tar_diff_ids()  # only reading the blob tells
+    image = build_image([A, empty, C])
+    result, *_ = fix(auth_registry, image, bearer)
+    assert result.ok, result.format_text()
+    assert codes(result) == ["copied", "dropped-empty-layer"]
+    assert f"layer 1 ({sha256_digest(empty)}" in result.changes[1].message
+    repo, digest = target_repo(result)
+    if form == "pax-global-header":
+        # Python's tarfile cannot open a global-header-only archive (what `git archive` of an
+        # empty tree writes); GNU tar lists it as empty, so the source filesystem is A then C.
+        listed = subprocess.run(["tar", "-tz"], input=empty, capture_output=True, check=True)
+        assert listed.stdout == b""
+        manifest = read_manifest(bearer, repo, digest)
+        written = [fetch_blob(bearer, repo, d["digest"]) for d in manifest["layers"]]
+        assert apply_layers(written) == apply_layers([A, C])
+    else:
+        manifest = assert_same_filesystem(image, bearer, repo, digest)
+    assert [d["digest"] for d in manifest["layers"]] == [sha256_digest(A), sha256_digest(C)]
+
+
+def test_content_check_never_reads_a_large_layer(auth_registry: LocalRegistry, bearer: TokenRegistry) -> None:
+    image = build_image([random_layer(300_000, seed=3), empty_archive("pax-global-header"), C])
+    result, src, _dst, _ = fix(auth_registry, image, bearer, dry_run=True)
+    assert codes(result) == ["copied", "dropped-empty-layer"]
+    # The manifest, the config and the two small layers were read; the 300 kB one was not.
+    assert src.bytes_read < layer_size(image, 0)
+    assert src.bytes_read >= layer_size(image, 1) + layer_size(image, 2)
+
+
 def test_duplicate_dropped_when_nothing_in_between_touches_it(
     auth_registry: LocalRegistry, bearer: TokenRegistry
 ) -> None:
@@ -237,6 +289,20 @@ def test_index_only_one_platform(auth_registry: LocalRegistry, bearer: TokenRegi
     written = read_manifest(bearer, repo, digest)
     assert [m["platform"]["architecture"] for m in written["manifests"]] == ["arm64"]
     assert_same_filesystem(arm, bearer, repo, written["manifests"][0]["digest"])
+
+
+def test_single_platform_image_is_checked_for_the_given_platform(
+    auth_registry: LocalRegistry, bearer: TokenRegistry
+) -> None:
+    image = build_image([C, empty_archive("tarfile-10240")], platform="linux/arm64")
+    result, *_ = fix(auth_registry, image, bearer, platform="linux/arm64")
+    assert result.ok, result.format_text()
+    assert codes(result) == ["copied", "dropped-empty-layer"]
+    # Without --platform the preflight assumes linux/amd64 VMs: the written arm64 image is refused.
+    result, *_ = fix(auth_registry, image, bearer)
+    assert not result.ok and result.exit_code == 1
+    assert result.preflight is not None
+    assert [f.code for f in result.preflight.errors] == ["platform-mismatch"]
 
 
 # --------------------------------------------------------------------------- copy only, idempotency
