@@ -454,7 +454,7 @@ class _Fixer:
         self.changes: list[Change] = []
         self.stats = Stats()
         self._entries: dict[str, list[Entry]] = {}
-        self.same_registry = source_client.endpoint(source) == target_client.endpoint(target)
+        self.same_registry = source_client.base_url(source) == target_client.base_url(target)
 
     # -- reading
 

@@ -5,8 +5,9 @@ target already holds (HEAD), mounts them from another repository of the same reg
 (``POST ...?mount=&from=``), and otherwise uploads them streamed, in one PUT for small
 blobs and in PATCH chunks for large ones, so memory stays at one read buffer whatever
 the image size. Authentication, transport, endpoint overrides and the scrubbing of
-secrets from messages are `registry.RegistryClient`'s; this module only adds the
-methods and the push scopes.
+secrets from messages are `registry.RegistryClient`'s (its public seam: `base_url`,
+`authorization`, `connect`, `raise_for_status`, `invalid`, `connection_failed`, `scopes`);
+this module only adds the methods and the push scopes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import hashlib
 import http.client
 import json
 import logging
-import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,16 +25,10 @@ from typing import IO, Any
 from airflow_batch_streaming.image import ImageReference
 from airflow_batch_streaming.registry import (
     ACCEPT_MANIFESTS,
-    AUTH_FAILED,
-    MANIFEST_INVALID,
     RegistryClient,
-    _Deadline,
-    _Endpoint,
-    _media_type,
-    _Op,
-    _Response,
-    _safe_url,
-    _strict_digest,
+    media_type_of,
+    safe_url,
+    strict_digest,
 )
 
 __all__ = ["RawManifest", "RegistryWriter"]
@@ -44,7 +38,6 @@ log = logging.getLogger(__name__)
 _MANIFEST_LIMIT = 4 * 1024 * 1024
 _READ_SIZE = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024
-_OP_SECONDS = 24 * 3600.0  # a whole blob may take long; each socket read is bounded by `timeout`
 
 
 @dataclass(frozen=True)
@@ -102,32 +95,26 @@ class RegistryWriter(RegistryClient):
         username: str = "oauth2accesstoken",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
-        super().__init__(token_provider=token_provider, base_url=base_url, timeout=timeout, username=username)
+        super().__init__(
+            token_provider=token_provider,
+            base_url=base_url,
+            timeout=timeout,
+            username=username,
+            base_url_for_any_host=True,
+        )
         if chunk_size < 1024:
             raise ValueError(f"chunk_size must be at least 1024 bytes, got {chunk_size}")
         self.chunk_size = chunk_size
         self.bytes_uploaded = 0
-        self._any_host = bool(base_url and base_url.strip())
         self._push_repos: set[str] = set()
         self._mount_sources: dict[str, set[str]] = {}
 
-    # -- hooks into RegistryClient ---------------------------------------------------------
-
-    def _endpoint(self, ref: ImageReference) -> _Endpoint:
-        if self._override is not None and self._any_host:
-            return self._override
-        return super()._endpoint(ref)
-
-    def _scopes(self, repo: str) -> list[str]:
+    def scopes(self, repo: str) -> list[str]:
         actions = "pull,push" if repo in self._push_repos else "pull"
         extra = [f"repository:{src}:pull" for src in sorted(self._mount_sources.get(repo, ()))]
         return [f"repository:{repo}:{actions}", *extra]
 
     # -- public ----------------------------------------------------------------------------
-
-    def endpoint(self, ref: ImageReference) -> str:
-        """The base URL requests for ``ref`` go to (two refs on one base can mount blobs)."""
-        return self._endpoint(ref).base
 
     def get_manifest(self, ref: ImageReference, reference: str | None = None) -> RawManifest:
         """The manifest bytes for ``reference`` (default: the ref's digest or tag)."""
@@ -136,15 +123,15 @@ class RegistryWriter(RegistryClient):
         status, headers, body = self._call(
             "GET", ref, f"manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS}, limit=_MANIFEST_LIMIT
         )
-        self._raise_for(status, headers, body, ref, what, manifest=True)
+        self.raise_for_status(ref, status, headers, body, what, manifest=True)
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        if _strict_digest(reference) and reference.startswith("sha256:") and reference != digest:
-            raise self._invalid(what, f"asked for {reference} but the manifest hashes to {digest}")
-        media_type = _media_type(headers.get("Content-Type"))
+        if strict_digest(reference) and reference.startswith("sha256:") and reference != digest:
+            raise self.invalid(what, f"asked for {reference} but the manifest hashes to {digest}")
+        media_type = media_type_of(headers.get("Content-Type"))
         try:
             declared = json.loads(body).get("mediaType")
         except (ValueError, AttributeError):
-            raise self._invalid(what, "the manifest is not a JSON object") from None
+            raise self.invalid(what, "the manifest is not a JSON object") from None
         if isinstance(declared, str) and declared:
             media_type = declared
         return RawManifest(body, media_type, digest)
@@ -155,7 +142,7 @@ class RegistryWriter(RegistryClient):
         )
         if status == 404:
             return False
-        self._raise_for(status, headers, body, ref, f"{ref.repository}@{digest}", manifest=True)
+        self.raise_for_status(ref, status, headers, body, f"{ref.repository}@{digest}", manifest=True)
         return True
 
     def has_blob(self, ref: ImageReference, digest: str) -> bool:
@@ -163,7 +150,7 @@ class RegistryWriter(RegistryClient):
         status, headers, body = self._call("HEAD", ref, f"blobs/{digest}")
         if status == 404:
             return False
-        self._raise_for(status, headers, body, ref, f"blob {digest}", manifest=False)
+        self.raise_for_status(ref, status, headers, body, f"blob {digest}", manifest=False)
         return True
 
     @contextmanager
@@ -174,8 +161,8 @@ class RegistryWriter(RegistryClient):
             if response.status != 200:
                 body = response.read(65536)
                 self.bytes_read += len(body)
-                self._raise_for(
-                    response.status, response.headers, body, ref, f"blob {digest}", manifest=False
+                self.raise_for_status(
+                    ref, response.status, response.headers, body, f"blob {digest}", manifest=False
                 )
             yield _Verified(response, digest, self, f"{ref.host}/{ref.repository}@{digest}")  # type: ignore[misc]
         finally:
@@ -194,8 +181,8 @@ class RegistryWriter(RegistryClient):
             if location:
                 self._call("DELETE", ref, self._absolute(ref, location))
             return False
-        self._raise_for(
-            status, headers, body, ref, f"mounting {digest} from {from_repository}", manifest=False
+        self.raise_for_status(
+            ref, status, headers, body, f"mounting {digest} from {from_repository}", manifest=False
         )
         return False
 
@@ -204,8 +191,10 @@ class RegistryWriter(RegistryClient):
         self._push_repos.add(ref.repository)
         status, headers, body = self._call("POST", ref, "blobs/uploads/", body=b"")
         if status != 202:
-            self._raise_for(status, headers, body, ref, f"starting the upload of {digest}", manifest=False)
-            raise self._error(AUTH_FAILED, f"the registry answered HTTP {status} to an upload request")
+            self.raise_for_status(
+                ref, status, headers, body, f"starting the upload of {digest}", manifest=False
+            )
+            raise self.invalid(f"blob {digest}", f"the registry answered HTTP {status} to an upload request")
         location = self._location(ref, headers)
         offset = 0
         if size > self.chunk_size:
@@ -225,8 +214,8 @@ class RegistryWriter(RegistryClient):
                 )
                 self.bytes_uploaded += chunk.count
                 if status != 202 or chunk.count != n:
-                    self._raise_for(status, headers, body, ref, f"uploading {digest}", manifest=False)
-                    raise self._invalid(
+                    self.raise_for_status(ref, status, headers, body, f"uploading {digest}", manifest=False)
+                    raise self.invalid(
                         f"blob {digest}", f"the source ended after {offset + chunk.count} bytes"
                     )
                 offset += n
@@ -242,8 +231,8 @@ class RegistryWriter(RegistryClient):
         )
         self.bytes_uploaded += rest.count
         if status != 201:
-            self._raise_for(status, headers, body, ref, f"uploading {digest}", manifest=False)
-            raise self._invalid(f"blob {digest}", f"the registry answered HTTP {status} to the final PUT")
+            self.raise_for_status(ref, status, headers, body, f"uploading {digest}", manifest=False)
+            raise self.invalid(f"blob {digest}", f"the registry answered HTTP {status} to the final PUT")
 
     def put_manifest(self, ref: ImageReference, reference: str, manifest: bytes, media_type: str) -> str:
         """PUT a manifest by tag or digest; returns its digest (checked against the registry's)."""
@@ -257,25 +246,24 @@ class RegistryWriter(RegistryClient):
             headers={"Content-Type": media_type},
         )
         if status not in (200, 201):
-            self._raise_for(
-                status, headers, body, ref, f"writing {ref.repository}:{reference}", manifest=False
+            self.raise_for_status(
+                ref, status, headers, body, f"writing {ref.repository}:{reference}", manifest=False
             )
-            raise self._invalid(f"{ref.repository}:{reference}", f"the registry answered HTTP {status}")
+            raise self.invalid(f"{ref.repository}:{reference}", f"the registry answered HTTP {status}")
         served = headers.get("Docker-Content-Digest")
         if served and served.strip() != digest:
-            raise self._invalid(f"{ref.repository}:{reference}", f"stored as {served}, not {digest}")
+            raise self.invalid(f"{ref.repository}:{reference}", f"stored as {served}, not {digest}")
         return digest
 
     # -- HTTP ------------------------------------------------------------------------------
 
     def _absolute(self, ref: ImageReference, location: str) -> str:
-        base = self._endpoint(ref).base
-        return urllib.parse.urljoin(base + "/", location)
+        return urllib.parse.urljoin(self.base_url(ref) + "/", location)
 
     def _location(self, ref: ImageReference, headers: http.client.HTTPMessage) -> str:
         location = headers.get("Location")
         if not location:
-            raise self._invalid(
+            raise self.invalid(
                 f"{ref.host}/{ref.repository}", "the registry opened an upload without a Location"
             )
         return self._absolute(ref, location)
@@ -283,7 +271,7 @@ class RegistryWriter(RegistryClient):
     def _url(self, ref: ImageReference, path: str) -> str:
         if path.startswith(("http://", "https://")):
             return path
-        return f"{self._endpoint(ref).base}/v2/{ref.repository}/{path}"
+        return f"{self.base_url(ref)}/v2/{ref.repository}/{path}"
 
     def _open(
         self,
@@ -302,35 +290,25 @@ class RegistryWriter(RegistryClient):
         GET follows redirects (blob storage), never carrying Authorization to another host.
         """
         url = self._url(ref, path)
-        endpoint = self._endpoint(ref)
-        key = (endpoint.base, ref.repository)
-        op = _Op(_Deadline(_OP_SECONDS))
+        origin = urllib.parse.urlsplit(url)[:2]
         fresh = False
         while True:
-            cached = self._auth.get(key)
             send = dict(headers or {})
-            if cached and (cached[1] is None or cached[1] > time.monotonic()):
-                send["Authorization"] = cached[0]
+            auth = self.authorization(ref) if urllib.parse.urlsplit(url)[:2] == origin else None
+            if auth:
+                send["Authorization"] = auth
             conn, response = self._exchange(method, url, send, body, length)
             if response.status == 401 and not fresh and (body is None or isinstance(body, bytes)):
-                data = response.read(65536)
+                self.bytes_read += len(response.read(65536))
                 conn.close()
-                self.bytes_read += len(data)
-                challenge = _Response(response.status, response.headers, data, url)
-                self._auth.pop(key, None)
-                self._auth[key] = self._authenticate(endpoint, ref.repository, challenge, op)
+                self.authorization(ref, response.headers)
                 fresh = True
                 continue
             if response.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD"):
                 location = response.headers.get("Location")
                 conn.close()
                 if location:
-                    target = urllib.parse.urljoin(url, location)
-                    same = urllib.parse.urlsplit(target)[:2] == urllib.parse.urlsplit(url)[:2]
-                    plain = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
-                    if same and "Authorization" in send:
-                        plain["Authorization"] = send["Authorization"]
-                    url, headers, fresh = target, plain, True
+                    url, fresh = urllib.parse.urljoin(url, location), True
                     continue
             return conn, response
 
@@ -342,9 +320,8 @@ class RegistryWriter(RegistryClient):
         body: bytes | _Counting | None,
         length: int | None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        self._check_scheme(url)
+        conn = self.connect(url)
         parts = urllib.parse.urlsplit(url)
-        conn = self._connection(parts.scheme, parts.hostname or "", parts.port, self.timeout)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         send = {"User-Agent": "airflow-batch-streaming", **headers}
         if body is not None:
@@ -366,8 +343,8 @@ class RegistryWriter(RegistryClient):
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise self._connection_error(url, exc, _Op(_Deadline(1.0))) from None
-        log.debug("%s %s -> %s", method, _safe_url(url), response.status)
+            raise self.connection_failed(url, exc) from None
+        log.debug("%s %s -> %s", method, safe_url(url), response.status)
         return conn, response
 
     def _call(
@@ -385,27 +362,13 @@ class RegistryWriter(RegistryClient):
         try:
             data = b"" if method == "HEAD" else response.read(limit + 1)
         except (OSError, http.client.HTTPException) as exc:
-            raise self._connection_error(self._url(ref, path), exc, _Op(_Deadline(1.0))) from None
+            raise self.connection_failed(self._url(ref, path), exc) from None
         finally:
             conn.close()
         self.bytes_read += len(data)
         if len(data) > limit:
-            raise self._error(
-                MANIFEST_INVALID, f"{_safe_url(self._url(ref, path))} returned more than {limit} bytes"
-            )
+            raise self.invalid(safe_url(self._url(ref, path)), f"returned more than {limit} bytes")
         return response.status, response.headers, data
-
-    def _raise_for(
-        self,
-        status: int,
-        headers: http.client.HTTPMessage,
-        body: bytes,
-        ref: ImageReference,
-        what: str,
-        *,
-        manifest: bool,
-    ) -> None:
-        self._check_status(_Response(status, headers, body, ""), self._endpoint(ref), what, manifest=manifest)
 
 
 class _Verified:
@@ -425,14 +388,14 @@ class _Verified:
         try:
             data = self._response.read(size if size >= 0 else _READ_SIZE)
         except (OSError, http.client.HTTPException) as exc:
-            raise self._client._connection_error(self._what, exc, _Op(_Deadline(1.0))) from None
+            raise self._client.connection_failed(self._what, exc) from None
         self._client.bytes_read += len(data)
         if self._sha is not None:
             self._sha.update(data)
             if not data and not self._done:
                 self._done = True
                 if "sha256:" + self._sha.hexdigest() != self._digest:
-                    raise self._client._invalid(self._what, "the blob does not match its digest")
+                    raise self._client.invalid(self._what, "the blob does not match its digest")
         return data
 
 
