@@ -515,3 +515,25 @@ def test_wrong_credentials_never_show_the_secret(auth_registry: LocalRegistry, b
         )
     assert caught.value.code == "registry-auth-failed"
     assert secret not in str(caught.value) and secret not in repr(caught.value)
+
+
+def test_blob_stream_redirect_drops_the_token_across_hosts(static_registry: StaticRegistry) -> None:
+    from airflow_batch_streaming.image import parse_image_uri
+    from airflow_batch_streaming.testing.registry import CannedResponse
+
+    static_registry.require_basic(password="ya29.redirect-5ecret")
+    image = build_image([A])
+    static_registry.serve_built("proj/app", "v1", image)
+    layer = json.loads(image.manifest)["layers"][0]["digest"]
+    storage = f"/storage/{layer}"
+    # Same host first (keeps credentials), then to "another host" (a signed storage URL).
+    static_registry.serve_redirect(f"/v2/proj/app/blobs/{layer}", f"/v2/moved/{layer}")
+    static_registry.serve_redirect(
+        f"/v2/moved/{layer}", f"http://localhost:{static_registry.port}{storage}?X-Goog-Signature=s"
+    )
+    static_registry.route(storage, CannedResponse(200, A))
+    client = RegistryWriter(token_provider=lambda: "ya29.redirect-5ecret", base_url=static_registry.url)
+    with client.open_blob(parse_image_uri("docker.io/proj/app:v1"), layer) as stream:
+        assert stream.read() == A
+    assert "authorization" in static_registry.requests_to(f"/v2/moved/{layer}")[0].headers
+    assert "authorization" not in static_registry.requests_to(storage)[0].headers
