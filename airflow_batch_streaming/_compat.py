@@ -8,8 +8,9 @@ runs the tests on each supported Airflow minor to keep this list true.
 What moved (checked against the installed packages of 3.1.8, 3.2.2 and 3.3.2):
 
 - ``conf``: ``airflow.sdk.conf`` from 3.2; before that ``airflow.configuration.conf``.
-- ``AirflowSensorTimeout``, ``TaskDeferralTimeout``: ``airflow.sdk.exceptions`` from 3.2;
-  on 3.1 only ``airflow.exceptions`` has them (and the task runner raises those).
+- ``AirflowSensorTimeout``, ``TaskDeferralTimeout``, ``TaskDeferred``, ``AirflowSkipException``,
+  ``AirflowRescheduleException``: ``airflow.sdk.exceptions`` from 3.2; on 3.1 only
+  ``airflow.exceptions`` has them (and the task runner raises and catches those).
 
 What exists only on newer versions (explicit flags, so callers branch, never AttributeError):
 
@@ -32,8 +33,11 @@ __all__ = [
     "AIRFLOW_VERSION",
     "TASK_STATE_STORE",
     "TRIGGER_ON_KILL",
+    "AirflowRescheduleException",
     "AirflowSensorTimeout",
+    "AirflowSkipException",
     "TaskDeferralTimeout",
+    "TaskDeferred",
     "conf",
 ]
 
@@ -58,10 +62,20 @@ try:
 except ImportError:  # Airflow 3.1
     from airflow.configuration import conf
 
+# The task runner raises and catches these; on 3.1 they live in airflow.exceptions only.
 try:
-    from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferralTimeout
+    from airflow.sdk.exceptions import (
+        AirflowRescheduleException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferralTimeout,
+        TaskDeferred,
+    )
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import (  # type: ignore[no-redef,attr-defined]
+        AirflowRescheduleException,
         AirflowSensorTimeout,
+        AirflowSkipException,
         TaskDeferralTimeout,
+        TaskDeferred,
     )
