@@ -156,7 +156,7 @@ def test_ui_shows_links_and_logs(stack: Stack, tmp_path_factory: pytest.TempPath
     artifacts = Path(os.environ.get("BATCH_STREAMING_UI_ARTIFACTS") or tmp_path_factory.mktemp("ui"))
     with browser_page(stack, artifacts / stack.executor) as page:
         run_url = f"{stack.base_url}/dags/{done.dag_id}/runs/{done.run_id}"
-        page.goto(f"{run_url}/tasks/submit")
+        page.goto(f"{run_url}/tasks/submit/details")  # Airflow 3's UI lists extra links there
         links = {}
         for name in ("Batch Job", "Batch Job Logs"):
             link = page.get_by_role("link", name=name, exact=True)
