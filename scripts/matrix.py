@@ -239,6 +239,14 @@ def table(results: list[dict[str, object]]) -> str:
     return "\n".join(rows)
 
 
+def record(result: dict[str, object], started: float, jobs: int, size: int) -> None:
+    """Merge one finished combination into RESULTS at once: a run cut short keeps what it proved."""
+    runs = json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else {}
+    elapsed = round(time.monotonic() - started)
+    runs[str(result["name"])] = {**result, "run_elapsed_seconds": elapsed, "run_jobs": jobs, "run_size": size}
+    RESULTS.write_text(json.dumps({"runs": runs}, indent=2))
+
+
 def pick(names: list[str]) -> list[Combo]:
     known = {c.name: c for c in COMBOS}
     unknown = [n for n in names if n not in known]
@@ -285,13 +293,11 @@ def main() -> int:
             for combo, future in zip(combos, futures, strict=True):
                 result = future.result()
                 results.append(result)
+                record(result, started, args.jobs, len(combos))
                 print(f"matrix: {combo.name}: {result['outcome']} {result.get('summary', '')} "
                       f"(build {result['build_seconds']} s, tests {result.get('test_seconds', '-')} s, "
                       f"log {result['log']})", flush=True)  # fmt: skip
         total = round(time.monotonic() - started)
-        RESULTS.write_text(
-            json.dumps({"total_seconds": total, "jobs": args.jobs, "results": results}, indent=2)
-        )
         print(table(results))
         failed = [r["name"] for r in results if r["outcome"] != "passed"]
         print(f"matrix: {len(results)} combinations in {total} s, {args.jobs} at a time")
@@ -301,10 +307,20 @@ def main() -> int:
     if args.command == "table":
         if not RESULTS.exists():
             sys.exit("matrix: no results yet: run `make test-matrix` first")
-        data = json.loads(RESULTS.read_text())
-        text = table(data["results"]) + (
-            f"\n\nWall time of that run: {data['total_seconds']} s, {data['jobs']} combinations at a time."
+        runs = json.loads(RESULTS.read_text())["runs"]
+        results = [runs[c.name] for c in COMBOS if c.name in runs]
+        text = (
+            table(results)
+            + "\n\n"
+            + "; ".join(
+                f"{r['name']} finished {r['run_elapsed_seconds']} s into a run of {r['run_size']}, "
+                f"{r['run_jobs']} at a time"
+                for r in results
+            )
         )
+        missing = [c.name for c in COMBOS if c.name not in runs]
+        if missing:
+            text += f".\n\nNot run yet: {', '.join(missing)}"
         if args.write:
             readme = README.read_text()
             begin, end = readme.index(TABLE_BEGIN), readme.index(TABLE_END)
