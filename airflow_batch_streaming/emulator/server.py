@@ -17,6 +17,7 @@ from airflow_batch_streaming.emulator.common import ApiError, region_of_name
 from airflow_batch_streaming.emulator.jobs import JobStore, Timings
 from airflow_batch_streaming.emulator.logs import LoggingService, LogStore
 from airflow_batch_streaming.emulator.operations import OperationStore
+from airflow_batch_streaming.emulator.pubsub import PubSub
 from airflow_batch_streaming.emulator.runner import Runner
 from airflow_batch_streaming.emulator.service_usage import ServiceUsage
 
@@ -52,6 +53,7 @@ class EmulatorState:
         self.faults = Faults(seed)
         self.quota = Quota()
         self.stats = Stats()
+        self.pubsub = PubSub(seed)
 
     def reset(self) -> None:
         self.jobs.clear()
@@ -63,6 +65,7 @@ class EmulatorState:
         self.quota.reset()
         self.stats.reset()
         self.apis.reset()
+        self.pubsub.reset()
         self.secret_values = {}
 
     def snapshot(self) -> dict[str, Any]:
@@ -167,6 +170,7 @@ class EmulatorState:
             "POST /v1/apis": apis,
             "POST /v1/reset": reset,
             "GET /v1/healthz": lambda _: {"ok": True},
+            **self.pubsub.admin_routes(),
         }
 
 
@@ -227,6 +231,7 @@ class Emulator(AdminClient):
                 state.operations.handlers(state.wrap),
                 LoggingService(state.logs).handlers(state.wrap),
                 state.apis.handlers(state.wrap),
+                *state.pubsub.handlers(state.wrap),
             )
         )
         port = server.add_insecure_port(f"{self.host}:{self.port}")
