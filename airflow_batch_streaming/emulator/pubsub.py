@@ -654,6 +654,7 @@ class PubSub:
                 self._modack(sub, first.modify_deadline_ack_ids, first.modify_deadline_seconds)
         except ApiError as exc:
             context.abort(exc.code, exc.message)
+        context.send_initial_metadata(())  # headers now, as Pub/Sub sends them: the stream is open
         stream = next(self._streams)
         limit = first.max_outstanding_messages or 1000
         closed = threading.Event()
