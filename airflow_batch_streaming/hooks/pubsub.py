@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PUBSUB_EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
+NOTIFICATION_TOPIC_ENV = "BATCH_STREAMING_NOTIFICATION_TOPIC"
 JOB_STATE_CHANGED = "JOB_STATE_CHANGED"
 SUBSCRIPTION_FILTER = f'attributes.Type = "{JOB_STATE_CHANGED}"'
 #: Pub/Sub's minimum expiration TTL ("The minimum allowed value for expiration_policy.ttl is 1 day").
@@ -101,6 +102,21 @@ def subscriber_async_client(credentials: Credentials | None = None) -> Subscribe
     return SubscriberAsyncClient(
         **clients._client_kwargs(SubscriberGrpcAsyncIOTransport, credentials, None, aio=True)
     )
+
+
+def configured_notification_topic() -> str | None:
+    """`BATCH_STREAMING_NOTIFICATION_TOPIC`, else `[batch_streaming] notification_topic`, else None."""
+    raw = os.environ.get(NOTIFICATION_TOPIC_ENV, "").strip()
+    if not raw:
+        try:
+            from airflow.configuration import conf
+
+            raw = (conf.get("batch_streaming", "notification_topic", fallback="") or "").strip()
+        except Exception:
+            raw = ""
+    if raw:
+        _topic_project(raw)  # a malformed topic is a configuration error, said at once
+    return raw or None
 
 
 def _topic_project(topic: str) -> str:

@@ -189,3 +189,16 @@ def test_prompt_from() -> None:
     assert prompt_from({"Type": "JOB_STATE_CHANGED"}, "9") is None
     with pytest.raises(ValueError, match="projects/PROJECT/topics/TOPIC"):
         JobNotificationListener("topics/x", lambda p: None)
+
+
+def test_configured_notification_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_batch_streaming.hooks.pubsub import NOTIFICATION_TOPIC_ENV, configured_notification_topic
+
+    monkeypatch.setenv(NOTIFICATION_TOPIC_ENV, " projects/p/topics/t ")
+    assert configured_notification_topic() == "projects/p/topics/t"
+    monkeypatch.setenv(NOTIFICATION_TOPIC_ENV, "my-topic")
+    with pytest.raises(ValueError, match="projects/PROJECT/topics/TOPIC"):
+        configured_notification_topic()
+    monkeypatch.setenv(NOTIFICATION_TOPIC_ENV, "")
+    monkeypatch.setenv("AIRFLOW__BATCH_STREAMING__NOTIFICATION_TOPIC", "projects/q/topics/u")
+    assert configured_notification_topic() == "projects/q/topics/u"
