@@ -202,3 +202,56 @@ def test_configured_notification_topic(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(NOTIFICATION_TOPIC_ENV, "")
     monkeypatch.setenv("AIRFLOW__BATCH_STREAMING__NOTIFICATION_TOPIC", "projects/q/topics/u")
     assert configured_notification_topic() == "projects/q/topics/u"
+
+
+_CHILD = r"""
+import asyncio, sys
+from airflow_batch_streaming.hooks.pubsub import JobNotificationListener
+
+async def main():
+    listener = JobNotificationListener(sys.argv[1], lambda p: print("heard", p.job_id, flush=True))
+    assert await listener.start()
+    print("ready", listener.subscription, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # until told to stop
+    await listener.close()
+    print("closed", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_two_triggerer_processes_share_a_topic(pubsub: Emulator) -> None:
+    """An HA pair: another process's listener and this one each hear every job."""
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, TOPIC],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PUBSUB_EMULATOR_HOST": pubsub.target},
+    )
+    assert child.stdout is not None and child.stdin is not None
+    heard: list[str] = []
+    here = JobNotificationListener(TOPIC, lambda p: heard.append(p.job_id))
+    try:
+        ready = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 120)
+        assert ready.startswith("ready projects/test-project/subscriptions/")
+        assert await here.start()
+        for i in range(3):
+            _publish(pubsub, f"{PARENT}/jobs/ha{i}", "SUCCEEDED")
+        lines = [await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30) for _ in range(3)]
+        await _until(lambda: len(heard) == 3)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert (await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)).strip() == "closed"
+    finally:
+        await here.close()
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+    assert sorted(line.split()[1] for line in lines) == ["ha0", "ha1", "ha2"]
+    assert sorted(heard) == ["ha0", "ha1", "ha2"]
+    assert pubsub.state.pubsub.snapshot()["subscriptions"] == {}
