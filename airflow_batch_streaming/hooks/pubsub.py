@@ -22,9 +22,10 @@ Batch"). `JobNotificationListener` gives each triggerer process its own subscrip
 When Pub/Sub refuses (PERMISSION_DENIED, the topic does not exist, the API is off), the
 listener logs one warning naming what is missing, reports `healthy == False`, and the
 watcher polls at its normal rates. IAM: the triggerer's credentials need, on the project of
-the subscription, `pubsub.subscriptions.create/consume/delete` (roles/pubsub.editor, or a
-custom role) and `pubsub.topics.attachSubscription` on the topic (roles/pubsub.subscriber
-on the topic has it); the jobs' service account needs roles/pubsub.publisher on the topic.
+the subscription, `pubsub.subscriptions.create/consume/delete` (roles/pubsub.editor: Pub/Sub
+docs, Troubleshooting, "Cannot create a subscription"; or a custom role) and
+`pubsub.topics.attachSubscription` on the topic (roles/pubsub.subscriber on the topic has it);
+the jobs' service account needs roles/pubsub.publisher on the topic (real-api-facts.md).
 
 Google libraries are imported inside the methods: importing this module costs nothing.
 """
