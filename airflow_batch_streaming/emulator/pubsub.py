@@ -25,6 +25,8 @@ CreateSubscription, UNAVAILABLE on StreamingPull, ...) use the emulator's `/v1/f
 `publish_job_state()` is the Batch side: the message Batch publishes to a job's
 `notifications[].pubsubTopic` when its state changes (attributes `Type`, `NewJobState`,
 `JobName`, `JobUID`; real-api-facts.md, "Pub/Sub notifications from Batch").
+`schedule_job_states()` publishes a job's planned timeline as its states happen, and
+`job_notifications()` reads which topics a job asked for.
 """
 
 from __future__ import annotations
@@ -78,6 +80,37 @@ def _check_name(name: str, pattern: re.Pattern[str], what: str) -> str:
             "with a letter, and contain only letters, digits and - _ . ~ + %, and not start with 'goog'."
         )
     return name
+
+
+def job_notifications(job: Any) -> list[tuple[str, str | None]]:
+    """(topic, only_state) for each job-level JOB_STATE_CHANGED notification of a `batch_v1.Job` pb.
+
+    A notification without `message` sends nothing (real-api-facts.md); job level is
+    `type: JOB_STATE_CHANGED` "and/or a specified new_job_state" (the JobNotification.Message
+    docs), and `newJobState` limits it to that state.
+    """
+    out: list[tuple[str, str | None]] = []
+    for notification in job.notifications:
+        message = notification.message
+        only = message.new_job_state
+        kind = message.type_  # the pb field is `type_` (proto-plus renamed the REST `type`)
+        job_level = kind == 1 or (kind == 0 and only != 0)  # 1: JOB_STATE_CHANGED
+        if notification.pubsub_topic and job_level:
+            out.append((notification.pubsub_topic, _JOB_STATES[only] if only else None))
+    return out
+
+
+_JOB_STATES = (
+    "STATE_UNSPECIFIED",
+    "QUEUED",
+    "SCHEDULED",
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "DELETION_IN_PROGRESS",
+    "CANCELLATION_IN_PROGRESS",
+    "CANCELLED",
+)
 
 
 # --------------------------------------------------------------------------- filters
@@ -257,6 +290,10 @@ class PubSub:
         self._rng = random.Random(seed)
         self._ids = itertools.count(1)
         self._streams = itertools.count(1)
+        self._pending: list[tuple[int, int, tuple[str, str, str | None], str, str, str | None]] = []
+        self._published: dict[tuple[str, str, str | None], int] = {}
+        self._timer: threading.Thread | None = None
+        self._stopping = False
 
     # ------------------------------------------------------------------ admin
 
@@ -268,6 +305,8 @@ class PubSub:
             self.subs.clear()
             self.stats.clear()
             self._faults.clear()
+            self._pending.clear()
+            self._published.clear()
             self.offset_ns = 0
             self.cond.notify_all()
 
@@ -515,6 +554,12 @@ class PubSub:
     ) -> str | None:
         """Batch's JOB_STATE_CHANGED message to `topic`; its ID, or None if the topic does not exist
         (then the message is lost, as Batch cannot publish it)."""
+        with self.cond:
+            return self._publish_job_state_locked(topic, job_name, job_uid, new_state, previous_state)
+
+    def _publish_job_state_locked(
+        self, topic: str, job_name: str, job_uid: str, new_state: str, previous_state: str | None
+    ) -> str | None:
         attributes = {
             "Type": "JOB_STATE_CHANGED",
             "NewJobState": new_state,
@@ -526,11 +571,61 @@ class PubSub:
             f"Job state was updated: jobName={job_name}, jobUID={job_uid}, "
             f"previousState={previous_state or 'STATE_UNSPECIFIED'}, currentState={new_state}"
         ).encode()
+        if topic not in self.topics:
+            self.stats["undeliverable"] += 1
+            return None
+        return self._fan_out(topic, data, attributes)
+
+    def schedule_job_states(
+        self,
+        topic: str,
+        job_name: str,
+        job_uid: str,
+        timeline: list[tuple[int, str]],
+        *,
+        only: str | None = None,
+    ) -> int:
+        """Publish the job's state changes when they happen: `timeline` is [(epoch ns, state)],
+        e.g. `zip(record.state_ns, (s.name for s in record.states))`. Calling again for the job
+        (a cancel or delete changed its future) replaces what is still pending; states already
+        published are not sent again. `only` is the notification's `newJobState`. Returns how
+        many publishes are pending for the job."""
         with self.cond:
-            if topic not in self.topics:
-                self.stats["undeliverable"] += 1
-                return None
-            return self._fan_out(topic, data, attributes)
+            key = (topic, job_name, only)
+            published = self._published.get(key, -1)
+            self._pending = [p for p in self._pending if p[2] != key]
+            previous: str | None = None
+            for t, state in timeline:
+                if t > published and state != previous and (only is None or state == only):
+                    self._pending.append((t, next(self._ids), key, job_uid, state, previous))
+                previous = state
+            self._pending.sort()
+            if self._timer is None:
+                self._timer = threading.Thread(
+                    target=self._publish_due, name="pubsub-batch-notify", daemon=True
+                )
+                self._timer.start()
+            self.cond.notify_all()
+            return sum(1 for p in self._pending if p[2] == key)
+
+    def _publish_due(self) -> None:
+        with self.cond:
+            while not self._stopping:
+                now = now_ns()
+                while self._pending and self._pending[0][0] <= now:
+                    t, _, key, job_uid, state, previous = self._pending.pop(0)
+                    self._published[key] = t
+                    self._publish_job_state_locked(key[0], key[1], job_uid, state, previous)
+                wait = (self._pending[0][0] - now) / 1e9 if self._pending else 1.0
+                self.cond.wait(min(max(wait, 0.001), 1.0))
+
+    def close(self) -> None:
+        """Stop the notification timer (the server's stop)."""
+        with self.cond:
+            self._stopping = True
+            self.cond.notify_all()
+        if self._timer is not None:
+            self._timer.join(timeout=5)
 
     # ------------------------------------------------------------------ subscriber
 

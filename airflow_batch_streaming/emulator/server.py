@@ -254,6 +254,7 @@ class Emulator(AdminClient):
         if self.state.runner is not None:
             self.state.jobs.clear()
             self.state.runner.close()
+        self.state.pubsub.close()
         self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -214,3 +214,35 @@ def test_unimplemented_methods_say_so(pubsub: Emulator) -> None:
         call(b"", timeout=5)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     channel.close()
+
+
+def test_scheduled_job_states_follow_a_changed_future(publisher, subscriber, pubsub: Emulator) -> None:
+    """A cancel rewrites a job's future: what was published stays, the rest is replaced."""
+    from airflow_batch_streaming.emulator.common import now_ns
+
+    publisher.create_topic(name=TOPIC)
+    sub = _sub(subscriber, "timeline")
+    ps = pubsub.state.pubsub
+    now, s = now_ns(), 1_000_000_000
+    job = "projects/proj/locations/r/jobs/j"
+    planned = [(now - s, "QUEUED"), (now + s // 10, "RUNNING"), (now + 60 * s, "SUCCEEDED")]
+    assert ps.schedule_job_states(TOPIC, job, "uid", planned) == 3
+    got = _pull_all(subscriber, sub, 2)
+    assert [m.message.attributes["NewJobState"] for m in got] == ["QUEUED", "RUNNING"]
+    # Cancelled: the same past, a new end. QUEUED and RUNNING are not sent again.
+    cancelled = [
+        *planned[:2],
+        (now + 2 * s // 10, "CANCELLATION_IN_PROGRESS"),
+        (now + 3 * s // 10, "CANCELLED"),
+    ]
+    assert ps.schedule_job_states(TOPIC, job, "uid", cancelled) == 2
+    got = _pull_all(subscriber, sub, 2)
+    assert [m.message.attributes["NewJobState"] for m in got] == ["CANCELLATION_IN_PROGRESS", "CANCELLED"]
+    time.sleep(0.3)
+    late = subscriber.pull(request={"subscription": sub, "max_messages": 5, "return_immediately": True})
+    assert late.received_messages == []
+    assert (
+        got[1]
+        .message.data.decode()
+        .endswith("previousState=CANCELLATION_IN_PROGRESS, currentState=CANCELLED")
+    )

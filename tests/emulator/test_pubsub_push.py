@@ -255,3 +255,49 @@ async def test_two_triggerer_processes_share_a_topic(pubsub: Emulator) -> None:
     assert sorted(line.split()[1] for line in lines) == ["ha0", "ha1", "ha2"]
     assert sorted(heard) == ["ha0", "ha1", "ha2"]
     assert pubsub.state.pubsub.snapshot()["subscriptions"] == {}
+
+
+async def test_batch_job_notifications_end_to_end(pubsub: Emulator) -> None:
+    """A real Batch job asking for notifications, its timeline published as its states happen
+    (the wiring `jobs.py` will do), heard by the listener, each prompt answered with GetJob."""
+    from airflow_batch_streaming.emulator.common import now_ns
+    from airflow_batch_streaming.emulator.pubsub import job_notifications
+
+    batch = clients.batch_async_client()
+    heard: list[tuple[str | None, str]] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def read(prompt: Prompt) -> None:
+        job = await batch.get_job(name=f"{PARENT}/jobs/{prompt.job_id}")
+        heard.append((prompt.new_state, batch_v1.JobStatus.State(job.status.state).name))
+
+    def on_prompt(prompt: Prompt) -> None:
+        task = asyncio.get_running_loop().create_task(read(prompt))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    listener = JobNotificationListener(TOPIC, on_prompt)
+    assert await listener.start()
+    try:
+        spec = container_job(["true"], labels={"emulator-run-seconds": "1"})
+        spec.notifications = [
+            batch_v1.JobNotification(pubsub_topic=TOPIC, message={"type_": "JOB_STATE_CHANGED"}),
+            batch_v1.JobNotification(pubsub_topic=TOPIC, message={"new_job_state": "SUCCEEDED"}),
+            batch_v1.JobNotification(pubsub_topic=TOPIC, message={"type_": "TASK_STATE_CHANGED"}),
+            batch_v1.JobNotification(pubsub_topic=f"{TOPIC}-unused"),  # no message: nothing is sent
+        ]
+        job = await batch.create_job(parent=PARENT, job_id="notified", job=spec)
+        record = pubsub.state.jobs.get(job.name, now_ns())
+        timeline = list(zip(record.state_ns, (s.name for s in record.states), strict=True))
+        wanted = job_notifications(record.base)
+        assert wanted == [(TOPIC, None), (TOPIC, "SUCCEEDED")]
+        for topic, only in wanted:
+            pubsub.state.pubsub.schedule_job_states(topic, job.name, job.uid, timeline, only=only)
+        await _until(lambda: len(heard) == 5, timeout=20)
+    finally:
+        await listener.close()
+    # Each state announced once (SUCCEEDED twice: two notifications ask for it), in order; a
+    # prompt's read may see a later state than the message named, never an earlier one.
+    assert [new for new, _ in heard] == ["QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED", "SUCCEEDED"]
+    order = ["QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED"]
+    assert all(order.index(read_state) >= order.index(new) for new, read_state in heard if new)
