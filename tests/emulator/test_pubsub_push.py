@@ -301,3 +301,19 @@ async def test_batch_job_notifications_end_to_end(pubsub: Emulator) -> None:
     assert [new for new, _ in heard] == ["QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED", "SUCCEEDED"]
     order = ["QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED"]
     assert all(order.index(read_state) >= order.index(new) for new, read_state in heard if new)
+
+
+async def test_the_package_emulator_switch_alone_reaches_pubsub(
+    pubsub: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without PUBSUB_EMULATOR_HOST, BATCH_STREAMING_EMULATOR_HOST routes the listener too."""
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
+    heard: list[Prompt] = []
+    listener = JobNotificationListener(TOPIC, heard.append)
+    assert await listener.start()
+    try:
+        _publish(pubsub, f"{PARENT}/jobs/via-batch-switch", "SUCCEEDED")
+        await _until(lambda: len(heard) == 1)
+    finally:
+        await listener.close()
+    assert heard[0].job_id == "via-batch-switch"
