@@ -78,6 +78,17 @@ class Prompt:
         """The last segment of `JobName`: the name may carry the project number, not its ID."""
         return self.job_name.rsplit("/", 1)[-1]
 
+    def matches(self, job_name: str, job_uid: str | None = None) -> bool:
+        """Whether this prompt is about the waited job `job_name` (`projects/P/locations/L/jobs/J`).
+
+        By UID when both are known; else by location and job ID, because Batch may name the
+        project by number where the waiter has its ID (real-api-facts.md, "Job uid").
+        """
+        if job_uid and self.job_uid:
+            return job_uid == self.job_uid
+        mine, theirs = self.job_name.split("/"), job_name.split("/")
+        return len(mine) == len(theirs) == 6 and mine[3] == theirs[3] and mine[5] == theirs[5]
+
 
 def prompt_from(attributes: Any, message_id: str) -> Prompt | None:
     """The prompt a message carries, or None when it is not a job state change."""

@@ -177,6 +177,18 @@ async def test_reconnects_and_recreates_an_expired_subscription(pubsub: Emulator
     assert health == [True, False, True, False], (health, listener.stats)  # up, down, up again, closed
 
 
+def test_prompt_matches_a_waited_job() -> None:
+    by_number = Prompt("projects/943461313144/locations/us-central1/jobs/j", "j-uid", "SUCCEEDED", "1")
+    assert by_number.matches("projects/my-project/locations/us-central1/jobs/j")
+    assert not by_number.matches("projects/my-project/locations/europe-west4/jobs/j")
+    assert not by_number.matches("projects/my-project/locations/us-central1/jobs/k")
+    assert by_number.matches("projects/my-project/locations/us-central1/jobs/j", "j-uid")
+    assert not by_number.matches(
+        "projects/my-project/locations/us-central1/jobs/j", "older-j-uid"
+    )  # recreated
+    assert not Prompt("", "u", None, "2").matches("projects/p/locations/r/jobs/j")
+
+
 def test_prompt_from() -> None:
     attrs = {
         "Type": "JOB_STATE_CHANGED",
