@@ -47,7 +47,8 @@ class EmulatorState:
         self.secret_values: dict[str, str] = {}
         self.runner = Runner(self.logs, lambda: self.secret_values, max_processes) if run_commands else None
         self.timings = timings
-        self.jobs = JobStore(self.logs, timings, self.runner)
+        self.pubsub = PubSub(seed)
+        self.jobs = JobStore(self.logs, timings, self.runner, self.pubsub)
         if self.runner is not None:
             self.runner.store = self.jobs
         self.operations = OperationStore()
@@ -55,7 +56,6 @@ class EmulatorState:
         self.faults = Faults(seed)
         self.quota = Quota()
         self.stats = Stats()
-        self.pubsub = PubSub(seed)
 
     def reset(self) -> None:
         self.jobs.clear()
