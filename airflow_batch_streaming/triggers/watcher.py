@@ -393,7 +393,7 @@ class JobWatcher:
         async def start() -> None:
             try:
                 hook = await self.get_hook()
-                listener.credentials = await asyncio.to_thread(hook.get_credentials)
+                listener.credentials = await asyncio.to_thread(hook._client_credentials)
                 await listener.start()
             except Exception as exc:  # e.g. no credentials: push is an optimisation
                 listener.refused = f"{type(exc).__name__}: {exc}"
