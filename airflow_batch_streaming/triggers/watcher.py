@@ -546,16 +546,17 @@ class JobWatcher:
                 wait = region.last_prompt_round + self.policy.prompt_window - now
                 if wait <= 0:
                     region.last_prompt_round = now
-                    for entry in region.prompted:
-                        if not entry.in_flight:
-                            self._schedule(entry, 0.0)
                     self.stats["prompt_rounds"] += 1
-                    region.prompted.clear()
+                    # A job being read now stays prompted: that read may predate the change.
+                    for entry in [e for e in region.prompted if not e.in_flight]:
+                        region.prompted.discard(entry)
+                        self._schedule(entry, 0.0)
+                    if region.prompted:
+                        soonest = min(soonest, max(self.policy.prompt_window, 0.01))
                 else:
                     soonest = min(soonest, wait)
-            unread = [e for e in region.members if e.job is None or e.in_flight]
             due = pacing.due_in(plan, region.last_round, now)
-            if due > 0 or len(unread) == len(region.members):
+            if due > 0 or not any(e.job is not None and not e.in_flight for e in region.members):
                 soonest = min(soonest, due if due > 0 else plan.interval)
                 continue
             region.last_round = now
