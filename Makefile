@@ -1,6 +1,6 @@
 # The two commands a user needs: `make demo` and `make test`. Each bootstraps
 # .venv by itself (idempotent, fast when it is already there).
-.PHONY: venv registry demo test lint unit system-test bench clean
+.PHONY: venv registry demo test test-matrix lint unit system-test bench clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -19,6 +19,12 @@ lint: venv
 test: venv registry lint
 	.venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Unit, emulator and `airflow dags test` tiers on every Airflow / Python / dependency combination
+# of scripts/matrix.py, each in its own venv (.matrix/NAME) from constraints/NAME.txt, 2 at a time.
+# MATRIX=NAME limits it to one or more combinations.
+test-matrix: venv registry
+	.venv/bin/python scripts/matrix.py run $(MATRIX)
+
 unit: venv
 	.venv/bin/python -m pytest -q -m "not registry and not emulator and not airflow and not fullstack and not system" $(PYTEST_ARGS)
 
@@ -28,4 +34,4 @@ system-test: venv
 	.venv/bin/python -m pytest -q -p no:cacheprovider -rs -m system tests/system $(PYTEST_ARGS)
 
 clean:
-	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .venv .matrix .pytest_cache .mypy_cache .ruff_cache .hypothesis

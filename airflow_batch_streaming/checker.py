@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_batch_streaming import locations, oci, preflight
-from airflow_batch_streaming.image import ImageReferenceError, parse_image_uri
+from airflow_batch_streaming.image import ImageReference, ImageReferenceError, parse_image_uri
 from airflow_batch_streaming.preflight import Finding, ManifestSummary, Report
 
 if TYPE_CHECKING:
     from airflow_batch_streaming.registry import RegistryClient
 
-__all__ = ["check_image", "check_job", "validated_rest"]
+__all__ = ["check_image", "check_job", "layer_contents", "validated_rest"]
 
 
 def check_image(
@@ -188,18 +188,32 @@ def _inspect(
         return None, [Finding(exc.code, preflight.ERROR, exc.message, exc.hint)]
     contents: dict[str, bool | None] = {}
     if not preflight.check_schema1(info) and not preflight.check_container_image(info):
-        for layer in preflight.layers_to_read(info):
-            try:
-                contents[layer.digest] = oci.empty_layer_content(
-                    registry.read_blob(ref, layer.digest, limit=oci.SMALL_LAYER_LIMIT)
-                )
-            except RegistryError as exc:  # the layer is not judged; say so
-                return info, [
-                    *preflight.check_manifest(
-                        info, vm_platform=platform, platform_note=note, platform_certain=certain
-                    ),
-                    Finding(exc.code, preflight.ERROR, exc.message, exc.hint),
-                ]
+        try:
+            contents = layer_contents(registry, ref, info)
+        except RegistryError as exc:  # the layer is not judged; say so
+            return info, [
+                *preflight.check_manifest(
+                    info, vm_platform=platform, platform_note=note, platform_certain=certain
+                ),
+                Finding(exc.code, preflight.ERROR, exc.message, exc.hint),
+            ]
     return info, preflight.check_manifest(
         info, vm_platform=platform, platform_note=note, platform_certain=certain, contents=contents
     )
+
+
+def layer_contents(
+    registry: RegistryClient, ref: ImageReference, info: oci.ManifestInfo
+) -> dict[str, bool | None]:
+    """`preflight.check_empty_layers`' `contents`: the small layers read, each judged by content.
+
+    Only `preflight.layers_to_read` (at most `oci.SMALL_LAYER_LIMIT` bytes each) is read;
+    the image fix tool uses this too, so both drop and report the same layers.
+    Raises `registry.RegistryError`.
+    """
+    return {
+        layer.digest: oci.empty_layer_content(
+            registry.read_blob(ref, layer.digest, limit=oci.SMALL_LAYER_LIMIT)
+        )
+        for layer in preflight.layers_to_read(info)
+    }

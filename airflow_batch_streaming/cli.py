@@ -14,6 +14,7 @@ USAGE = """usage: airflow-batch-streaming COMMAND [options]
 
 commands:
   preflight   check that an image (or a whole Batch job) can use Image Streaming
+  fix         write a streamable copy of an image into Artifact Registry where the job runs
   emulator    run the local Batch, Cloud Logging and Service Usage emulator
 
 Run `airflow-batch-streaming COMMAND --help` for a command's options.
@@ -28,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "preflight":
         from airflow_batch_streaming.preflight_cli import main as run
+    elif command == "fix":
+        from airflow_batch_streaming.fix_cli import main as run
     elif command == "emulator":
         from airflow_batch_streaming.emulator.cli import main as run
     else:

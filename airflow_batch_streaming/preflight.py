@@ -97,19 +97,23 @@ _IGNORED_CONTAINER_FIELDS: Final[tuple[tuple[str, str, str], ...]] = (
     ),
 )
 
+_FIX_TOOL: Final = (
+    "Or let `airflow-batch-streaming fix SOURCE --to REGION-docker.pkg.dev/PROJECT/REPO "
+    "--location REGION` write a copy"
+)
 _EMPTY_LAYER_HINT: Final = (
     "Rebuild without empty layers. BuildKit (`docker buildx build`, Docker's default builder since "
     "23.0) records steps that change no files as history only; the legacy builder and some tools "
     "write them as empty layers. Fold steps that create no files (a RUN that only deletes or checks "
     "something, a COPY of an empty directory) into a neighbouring RUN, or squash the image: a final "
     "stage `FROM scratch` + `COPY --from=<build stage> / /` (re-declare ENV, WORKDIR, ENTRYPOINT, CMD), "
-    "or `crane flatten`."
+    "or `crane flatten`. " + _FIX_TOOL + " without them."
 )
 _DUPLICATE_LAYER_HINT: Final = (
     "Rebuild so that no two layers are identical: remove a repeated COPY/ADD of the same files, merge "
     "steps that produce the same content, and do not re-add files the base image already has in an "
     "identical layer. Squashing (a final `FROM scratch` + `COPY --from=<build stage> / /` stage, or "
-    "`crane flatten`) also removes duplicates."
+    "`crane flatten`) also removes duplicates. " + _FIX_TOOL + " without them (same files)."
 )
 _SCHEMA1_HINT: Final = (
     "Docker manifest schema 1 is written only by very old clients. Rebuild and push with a current "
@@ -119,7 +123,7 @@ _SCHEMA1_HINT: Final = (
 _COPY_TO_AR_HINT: Final = (
     "Copy the image into an Artifact Registry Docker repository in the VMs' region or a multi-region "
     "containing it (e.g. `crane copy SRC REGION-docker.pkg.dev/PROJECT/REPO/IMAGE:TAG`, or docker pull, "
-    "tag and push) and use that URI."
+    "tag and push) and use that URI; " + _FIX_TOOL[0].lower() + _FIX_TOOL[1:] + " there."
 )
 
 
@@ -331,6 +335,7 @@ def _location_rule(
             f"Image Streaming needs the VMs in the repository's location: use an image in a "
             f"repository in {serving}, or run the VMs in {repo_location}."
         )
+    hint += f" {_FIX_TOOL.replace('SOURCE', shlex.quote(uri)).replace('REGION', vm_region)} there."
     return [Finding(LOCATION_MISMATCH, severity, message, hint)]
 
 

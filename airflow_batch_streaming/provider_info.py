@@ -1,14 +1,14 @@
 """Provider metadata that every Airflow component loads at start-up.
 
-Kept free of imports beyond the package version: the scheduler, triggerer,
-API server and every worker call this on discovery.
+Kept free of imports: the scheduler, triggerer, API server and every worker call this on
+discovery. Its keys follow ``airflow/provider_info.schema.json``, the schema Airflow validates
+this dict against (tests/airflow/test_provider.py checks it strictly, on every Airflow of the
+matrix); the version comes from the distribution's metadata, as for Airflow's own providers.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from airflow_batch_streaming import __version__
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -16,7 +16,6 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-batch-streaming",
         "name": "Google Cloud Batch Image Streaming",
         "description": "Google Cloud Batch jobs with Image Streaming, checked before submission.",
-        "versions": [__version__],
         "integrations": [
             {
                 "integration-name": "Google Cloud Batch (Image Streaming)",

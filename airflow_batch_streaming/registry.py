@@ -209,7 +209,7 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """A URL fit for a message: no userinfo, no query (signed storage URLs carry signatures)."""
     parts = urllib.parse.urlsplit(url)
     netloc = parts.hostname or ""
@@ -220,7 +220,7 @@ def _safe_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _media_type(value: str | None) -> str:
+def media_type_of(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
@@ -228,7 +228,7 @@ def _compute_digest(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
-def _strict_digest(value: object) -> bool:
+def strict_digest(value: object) -> bool:
     if not isinstance(value, str):
         return False
     algorithm, _, hex_part = value.partition(":")
@@ -346,8 +346,12 @@ class RegistryClient:
         timeout: float = 10.0,
         username: str = "oauth2accesstoken",
         base_url_source: str = "base_url",
+        base_url_for_any_host: bool = False,
     ) -> None:
         """``base_url_source`` names where ``base_url`` came from in messages (``--registry-url``).
+
+        ``base_url`` applies to Artifact Registry hosts only, unless ``base_url_for_any_host``
+        (the fix tool's ``--source-registry-url``, which may stand for docker.io).
 
         ``deadline`` (an attribute, ``time.monotonic()`` based, None for none) ends every
         read at that time too: the overall limit of a sequence of checks, named by
@@ -370,6 +374,7 @@ class RegistryClient:
         raw = base_url if base_url is not None else os.environ.get(REGISTRY_URL_ENV)
         source = base_url_source if base_url is not None else REGISTRY_URL_ENV
         self._override = self._parse_base_url(raw.strip(), source) if raw and raw.strip() else None
+        self._override_any_host = base_url_for_any_host and base_url is not None
 
     def __repr__(self) -> str:
         override = self._override.base if self._override else None
@@ -443,6 +448,57 @@ class RegistryClient:
         self._store(op, key, resp.body)
         return resp.body
 
+    # -- the seam a writer (registry_push) builds its own exchanges on ------------------
+
+    def base_url(self, ref: ImageReference) -> str:
+        """Where requests for ``ref`` go: ``scheme://host[:port][/prefix]``."""
+        return self._endpoint(ref).base
+
+    def authorization(
+        self, ref: ImageReference, challenge: http.client.HTTPMessage | None = None
+    ) -> str | None:
+        """The ``Authorization`` value for ``ref``'s repository, or None (anonymous).
+
+        Given the headers of a 401 answer, answers its challenge first (token exchange with
+        `scopes`), as reads do; the value is cached per repository until it expires.
+        """
+        endpoint = self._endpoint(ref)
+        key = (endpoint.base, ref.repository)
+        if challenge is not None:
+            self._auth.pop(key, None)
+            self._auth[key] = self._authenticate(
+                endpoint, ref.repository, _Response(401, challenge, b"", ""), self._op()
+            )
+        cached = self._auth.get(key)
+        return cached[0] if cached and (cached[1] is None or cached[1] > time.monotonic()) else None
+
+    def connect(self, url: str, timeout: float | None = None) -> http.client.HTTPConnection:
+        """A connection for ``url`` (plain http to loopback only; https through any proxy)."""
+        self._check_scheme(url)
+        parts = urllib.parse.urlsplit(url)
+        return self._connection(parts.scheme, parts.hostname or "", parts.port, timeout or self.timeout)
+
+    def raise_for_status(
+        self,
+        ref: ImageReference,
+        status: int,
+        headers: http.client.HTTPMessage,
+        body: bytes,
+        what: str,
+        *,
+        manifest: bool,
+    ) -> None:
+        """A RegistryError for a non-2xx answer, worded as for reads (404 names the image or blob)."""
+        self._check_status(_Response(status, headers, body, ""), self._endpoint(ref), what, manifest=manifest)
+
+    def invalid(self, what: str, problem: str) -> RegistryError:
+        """A ``manifest-invalid`` error, scrubbed of secrets."""
+        return self._invalid(what, problem)
+
+    def connection_failed(self, url: str, exc: BaseException) -> RegistryError:
+        """A ``registry-unreachable`` error for a failed exchange, scrubbed of secrets."""
+        return self._connection_error(url, exc, self._op())
+
     def _op(self) -> _Op:
         return _Op(_Deadline(self.timeout, self.deadline, self.deadline_label))
 
@@ -472,7 +528,7 @@ class RegistryClient:
         resp = self._registry_get(endpoint, ref.repository, f"manifests/{reference}", op, _MANIFEST_LIMIT)
         self._check_status(resp, endpoint, what, manifest=True)
 
-        content_type = _media_type(resp.headers.get("Content-Type"))
+        content_type = media_type_of(resp.headers.get("Content-Type"))
         if content_type not in _MANIFEST_TYPES and content_type not in _GENERIC_TYPES:
             raise self._invalid(
                 what,
@@ -500,7 +556,7 @@ class RegistryClient:
                 )
             media_type = content_type
         else:
-            media_type = declared or self._infer_media_type(what, data)
+            media_type = declared or self._infermedia_type_of(what, data)
         if media_type not in _MANIFEST_TYPES:
             raise self._invalid(
                 what,
@@ -520,9 +576,9 @@ class RegistryClient:
         header = header.strip() if header else None
         if media_type in SCHEMA1_MEDIA_TYPES:
             # Signed schema 1 digests cover the payload without its signatures: take them as given.
-            digest = expected or (header if _strict_digest(header) else None) or _compute_digest(resp.body)
+            digest = expected or (header if strict_digest(header) else None) or _compute_digest(resp.body)
             return _Manifest(digest, media_type, data, 1)
-        if header and _strict_digest(header):
+        if header and strict_digest(header):
             actual = _compute_digest(resp.body, header.split(":", 1)[0])
             if actual != header:
                 raise self._invalid(
@@ -537,7 +593,7 @@ class RegistryClient:
             digest = expected
         return _Manifest(digest, media_type, data, 2)
 
-    def _infer_media_type(self, what: str, data: dict[str, Any]) -> str:
+    def _infermedia_type_of(self, what: str, data: dict[str, Any]) -> str:
         if data.get("schemaVersion") == 1:
             return MEDIA_TYPE_SCHEMA1_SIGNED if "signatures" in data else MEDIA_TYPE_SCHEMA1
         if isinstance(data.get("manifests"), list):
@@ -728,13 +784,13 @@ class RegistryClient:
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise self._error(
                 AUTH_FAILED,
-                f"the token service {_safe_url(realm)} uses plain http; refusing to send credentials",
+                f"the token service {safe_url(realm)} uses plain http; refusing to send credentials",
                 "the registry's token realm must be https",
             )
-        query = {"scope": f"repository:{repo}:pull"}
+        query: dict[str, Any] = {"scope": self.scopes(repo)}
         if params.get("service"):
             query["service"] = params["service"]
-        url = realm + ("&" if parts.query else "?") + urllib.parse.urlencode(query)
+        url = realm + ("&" if parts.query else "?") + urllib.parse.urlencode(query, doseq=True)
         headers = {"Accept": "application/json"}
         try:
             secret = self._token()
@@ -752,7 +808,7 @@ class RegistryClient:
                 no_provider = " and no token provider is configured"
             raise self._error(
                 AUTH_FAILED,
-                f"the token service {_safe_url(realm)} {problem} for {repo} "
+                f"the token service {safe_url(realm)} {problem} for {repo} "
                 f"(HTTP {resp.status}){no_provider}{self._anonymous_note()}",
                 self._auth_hint(endpoint),
             )
@@ -761,7 +817,7 @@ class RegistryClient:
             hint = "the registry may be down or overloaded; retry later" if code == UNREACHABLE else ""
             raise self._error(
                 code,
-                f"the token service {_safe_url(realm)} answered HTTP {resp.status}",
+                f"the token service {safe_url(realm)} answered HTTP {resp.status}",
                 hint or self._auth_hint(endpoint),
             )
         try:
@@ -774,13 +830,17 @@ class RegistryClient:
         if not isinstance(token, str) or not token:
             raise self._error(
                 AUTH_FAILED,
-                f"the token service {_safe_url(realm)} returned no token",
+                f"the token service {safe_url(realm)} returned no token",
                 "check that the registry URL points at the image's registry; retry later if it is overloaded",
             )
         self._secrets.add(token)
         expires_in = data.get("expires_in") if isinstance(data, dict) else None
         ttl = expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) else 60
         return f"Bearer {token}", time.monotonic() + max(ttl - 10, 10)
+
+    def scopes(self, repo: str) -> list[str]:
+        """The token scopes to ask for; a writer (registry_push) adds push and mount sources."""
+        return [f"repository:{repo}:pull"]
 
     def _basic(self, secret: str) -> str:
         encoded = base64.b64encode(f"{self.username}:{secret}".encode()).decode("ascii")
@@ -831,7 +891,7 @@ class RegistryClient:
             url = urllib.parse.urljoin(url, location)
             if urllib.parse.urlsplit(url)[:2] != origin:
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        raise self._error(UNREACHABLE, f"more than {_MAX_REDIRECTS} redirects from {_safe_url(url)}")
+        raise self._error(UNREACHABLE, f"more than {_MAX_REDIRECTS} redirects from {safe_url(url)}")
 
     def _send(self, url: str, headers: dict[str, str], op: _Op, limit: int) -> _Response:
         """One exchange, bounded by the operation's deadline even against a trickling server."""
@@ -865,7 +925,7 @@ class RegistryClient:
             self.bytes_read += len(body)
         if fired.is_set():  # whatever arrived was cut short
             raise self._timeout(url, op)
-        log.debug("GET %s -> %s (%d bytes)", _safe_url(url), status, len(body))
+        log.debug("GET %s -> %s (%d bytes)", safe_url(url), status, len(body))
         return _Response(status, response_headers, body, url)
 
     def _read(self, response: http.client.HTTPResponse, limit: int, *, strict: bool, url: str) -> bytes:
@@ -881,7 +941,7 @@ class RegistryClient:
                     chunks.append(chunk[: limit - (total - len(chunk))])
                     return b"".join(chunks)
                 raise self._error(
-                    MANIFEST_INVALID, f"{_safe_url(url)} returned more than {limit} bytes; not a manifest"
+                    MANIFEST_INVALID, f"{safe_url(url)} returned more than {limit} bytes; not a manifest"
                 )
             chunks.append(chunk)
 
@@ -962,7 +1022,7 @@ class RegistryClient:
     # -- endpoints ---------------------------------------------------------------------
 
     def _endpoint(self, ref: ImageReference) -> _Endpoint:
-        if ref.is_artifact_registry and self._override is not None:
+        if self._override is not None and (ref.is_artifact_registry or self._override_any_host):
             return self._override
         host = "registry-1.docker.io" if ref.is_docker_hub else ref.host
         scheme = "http" if _is_loopback(urllib.parse.urlsplit(f"//{host}").hostname) else "https"
@@ -973,13 +1033,13 @@ class RegistryClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self._error(
                 UNREACHABLE,
-                f"{source} must be an http(s) URL such as http://127.0.0.1:5000, got {_safe_url(raw)!r}",
+                f"{source} must be an http(s) URL such as http://127.0.0.1:5000, got {safe_url(raw)!r}",
                 "give the registry's scheme, host and port",
             )
         if parts.username or parts.password:
             raise self._error(
                 UNREACHABLE,
-                f"{source} must not carry credentials (user:password@ in {_safe_url(raw)!r})",
+                f"{source} must not carry credentials (user:password@ in {safe_url(raw)!r})",
                 "remove the 'user:password@' part: the registry is read with Google credentials "
                 "(Application Default Credentials: `gcloud auth application-default login`, or the "
                 "Airflow connection), which are exchanged for a registry token",
@@ -987,7 +1047,7 @@ class RegistryClient:
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise self._error(
                 UNREACHABLE,
-                f"{source} {_safe_url(raw)} uses plain http to a host that is not loopback",
+                f"{source} {safe_url(raw)} uses plain http to a host that is not loopback",
                 "use https://, or http:// only for a registry on 127.0.0.1, ::1 or localhost",
             )
         path = parts.path.rstrip("/")
@@ -1001,7 +1061,7 @@ class RegistryClient:
             return
         raise self._error(
             UNREACHABLE,
-            f"refusing to fetch {_safe_url(url)}: plain http is allowed only to loopback hosts",
+            f"refusing to fetch {safe_url(url)}: plain http is allowed only to loopback hosts",
             "the registry (and any redirect it sends) must use https",
         )
 
@@ -1025,10 +1085,10 @@ class RegistryClient:
 
     def _timeout(self, url: str, op: _Op) -> RegistryError:
         if op.deadline.overall_label:
-            message = f"{op.deadline.overall_label} ran out while waiting for {_safe_url(url)}"
+            message = f"{op.deadline.overall_label} ran out while waiting for {safe_url(url)}"
             hint = "the registry answers slowly or not at all; retry later, or allow more time"
         else:
-            message = f"no complete answer from {_safe_url(url)} within {self.timeout:g}s"
+            message = f"no complete answer from {safe_url(url)} within {self.timeout:g}s"
             hint = "check network access to the registry; retry later if it is overloaded"
         return self._error(UNREACHABLE, message, hint)
 

@@ -162,6 +162,27 @@ def main() -> int:
             if broken.returncode != 1:
                 failed = True
                 print("demo: the broken image should have failed its preflight", file=sys.stderr)
+
+            banner(
+                "fix it: a streamable copy in Artifact Registry, the same files (airflow-batch-streaming fix)"
+            )
+            fixed_to = f"{REGION}-docker.pkg.dev/{PROJECT}/demo/fixed:1.0"
+            cli = [str(VENV_BIN / "airflow-batch-streaming"), "fix", images["broken"], "--to", fixed_to]
+            fix = run([*cli, "--location", REGION, "--json"], env, check=False, quiet=True)
+            fixed = json.loads(fix.stdout) if fix.returncode == 0 else {}
+            for change in fixed.get("changes", []):
+                print(f"  {change['code']}: {change['message']}")
+            print(f"wrote {fixed.get('target')}; its preflight: {'OK' if fixed.get('ok') else 'FAILED'}")
+            banner(f"airflow dags test {DAG_ID} on the fixed digest")
+            env["BATCH_STREAMING_EXAMPLE_IMAGE"] = str(fixed.get("target"))
+            again = run([str(VENV_BIN / "airflow"), "dags", "test", DAG_ID], env, check=False, quiet=True)
+            read = run([sys.executable, "-c", READ_XCOMS, DAG_ID], env, quiet=True).stdout
+            rerun = json.loads(read.strip().splitlines()[-1])
+            print(
+                f"DAG run state: {rerun['state']}; job state: {(rerun['xcoms'].get('wait') or {}).get('state')}"
+            )
+            if fix.returncode != 0 or again.returncode != 0 or rerun["state"] != "success":
+                failed = True
     finally:
         shutil.rmtree(home, ignore_errors=True)
     banner(

@@ -21,9 +21,10 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
 from airflow_batch_streaming import checker, locations, preflight, status
+from airflow_batch_streaming._compat import TRIGGER_ON_KILL, TaskDeferralTimeout, conf
 from airflow_batch_streaming.exceptions import BatchJobTimeoutError, BatchStreamingError
 from airflow_batch_streaming.links import (
     BATCH_JOB_XCOM_KEY,
@@ -625,6 +626,12 @@ class BatchStreamingJobOperator(BaseOperator):
         timeout = None
         if deadline is not None:
             timeout = timedelta(seconds=max(deadline - time.time(), 0.0) + DEFER_GRACE_SECONDS)
+        if self.cancel_on_kill and not TRIGGER_ON_KILL:
+            self.log.warning(
+                "This Airflow (before 3.3) does not tell triggers that a deferred task was killed: "
+                "killing this task leaves job %s running (its next try reattaches to it)",
+                name,
+            )
         self.log.info("Deferring: the triggerer waits for job %s", name)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
 
@@ -685,8 +692,6 @@ class BatchStreamingJobOperator(BaseOperator):
         raise BatchStreamingError(f"waiting for job {name} failed: {event.get('message') or 'no message'}")
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        from airflow.sdk.exceptions import TaskDeferralTimeout
-
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except TaskDeferralTimeout as error:

@@ -8,10 +8,10 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_batch_streaming import status
+from airflow_batch_streaming._compat import AirflowSensorTimeout, conf
 from airflow_batch_streaming.exceptions import BatchStreamingError
 from airflow_batch_streaming.links import BatchJobConsoleLink, BatchJobLogsLink, persist_job_links
 from airflow_batch_streaming.operators._common import (

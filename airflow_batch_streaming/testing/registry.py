@@ -559,6 +559,7 @@ class LocalRegistry:
             htpasswd = Path(self._dir, "htpasswd")
             htpasswd.write_text(htpasswd_line(self.username, self.password))
             config["auth"] = {"htpasswd": {"realm": "airflow-batch-streaming", "path": str(htpasswd)}}
+        config.update(self._extra_config())
         config_path.write_text(json.dumps(config))  # JSON is YAML
         self._proc = subprocess.Popen(
             [binary, "serve", str(config_path)],
@@ -574,6 +575,10 @@ class LocalRegistry:
             self.stop()
             raise
         return self
+
+    def _extra_config(self) -> dict[str, Any]:
+        """More registry configuration (a subclass adds a token realm: testing/token_registry.py)."""
+        return {}
 
     def _drain(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None

@@ -8,13 +8,18 @@ exit code in the log. Each test runs once per executor (see conftest.py).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
-from fullstack_support import Stack
+from fullstack_support import USERNAME, Stack
 
 pytestmark = [pytest.mark.fullstack, pytest.mark.emulator, pytest.mark.registry]
 
@@ -78,8 +83,19 @@ def assert_deferred_and_resumed(stack: Stack, done: Finished, task_id: str, map_
     return log
 
 
+_RUNS: dict[tuple[str, str], Finished] = {}
+
+
+def run_dag_once(stack: Stack, dag_id: str) -> Finished:
+    """`run_dag`, shared by the tests of one stack that look at the same finished run."""
+    key = (stack.executor, dag_id)
+    if key not in _RUNS:
+        _RUNS[key] = run_dag(stack, dag_id)
+    return _RUNS[key]
+
+
 def test_example_image_streaming(stack: Stack) -> None:
-    done = run_dag(stack, "example_image_streaming")
+    done = run_dag_once(stack, "example_image_streaming")
     tasks = ("preflight", "submit", "wait", "logs")
     assert done.run["state"] == "success", f"{done}\n{_logs(stack, done, tasks)}"
     assert done.states() == {(task, -1): "success" for task in tasks}, str(done)
@@ -120,3 +136,89 @@ def _logs(stack: Stack, done: Finished, tasks: tuple[str, ...]) -> str:
             log = stack.task_log(done.dag_id, done.run_id, task, 1, index)
             parts.append(f"--- {task}[{index}] ({ti['state']}):\n{log}")
     return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- the UI, in a browser
+
+
+def test_ui_shows_links_and_logs(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """What a DAG author sees: the Airflow UI in headless Chromium (Debian's, driven by Playwright).
+
+    Logs in through the login form, opens the finished example run's task pages, and checks the
+    extra links (URLs equal to what the task stored), the job's output in the logs task's log,
+    the job's states in the sensor's log, and the preflight findings table.
+    """
+    done = run_dag_once(stack, "example_image_streaming")
+    assert done.run["state"] == "success", str(done)
+    job = stack.api(
+        "GET", f"/dags/{done.dag_id}/dagRuns/{done.run_id}/taskInstances/submit/xcomEntries/batch_job"
+    )["value"]
+    artifacts = Path(os.environ.get("BATCH_STREAMING_UI_ARTIFACTS") or tmp_path_factory.mktemp("ui"))
+    with browser_page(stack, artifacts / stack.executor) as page:
+        run_url = f"{stack.base_url}/dags/{done.dag_id}/runs/{done.run_id}"
+        page.goto(f"{run_url}/tasks/submit/details")  # Airflow 3's UI lists extra links there
+        links = {}
+        for name in ("Batch Job", "Batch Job Logs"):
+            link = page.get_by_role("link", name=name, exact=True)
+            link.wait_for(timeout=UI_TIMEOUT_MS)
+            links[name] = link.get_attribute("href")
+        assert links == {"Batch Job": job["console_url"], "Batch Job Logs": job["logs_url"]}, links
+        assert f"/jobs/{job['job_id']}" in links["Batch Job"], links
+        assert job["uid"] in links["Batch Job Logs"], links
+        page.screenshot(path=str(artifacts / stack.executor / "task-page-links.png"))
+
+        page.goto(f"{run_url}/tasks/logs")
+        page.get_by_text("hello from task 0 of 1").first.wait_for(timeout=UI_TIMEOUT_MS)
+        page.get_by_text("streamed image: " + stack.images["good"]).first.wait_for(timeout=UI_TIMEOUT_MS)
+
+        page.goto(f"{run_url}/tasks/wait")
+        page.get_by_text(re.compile(r"Job \S+ is SUCCEEDED")).first.wait_for(timeout=UI_TIMEOUT_MS)
+
+        page.goto(f"{run_url}/tasks/preflight")
+        page.get_by_text(re.compile(r": OK \(0 errors, \d+ warnings?\)")).first.wait_for(
+            timeout=UI_TIMEOUT_MS
+        )
+
+
+UI_TIMEOUT_MS = 60_000
+CHROMIUM = "/usr/bin/chromium"
+#: Headless, sandbox off (we run as root), and no calls home: this machine's network is closed.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextlib.contextmanager
+def browser_page(stack: Stack, artifacts: Path) -> Iterator[Any]:
+    """A logged-in page; on failure, a screenshot and the page's HTML are saved in `artifacts`."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium chromium-driver"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    password = json.loads((stack.home / "simple_auth_manager_passwords.json.generated").read_text())[USERNAME]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            try:
+                page.goto(f"{stack.base_url}/auth/login")
+                page.locator("input:not([type=password])").first.fill(USERNAME)
+                page.locator("input[type=password]").fill(password)
+                page.locator("input[type=password]").press("Enter")
+                page.wait_for_url(lambda url: "/auth/login" not in url, timeout=UI_TIMEOUT_MS)
+                yield page
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=str(artifacts / "failure.png"), full_page=True)
+                    (artifacts / "failure.html").write_text(page.content())
+                    print(f"UI failure artifacts: {artifacts} (page {page.url})")
+                raise
+        finally:
+            browser.close()

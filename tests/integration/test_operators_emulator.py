@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowRescheduleException, TaskDeferred
 from structlog.testing import capture_logs
 
 from airflow_batch_streaming import status
+from airflow_batch_streaming._compat import AirflowRescheduleException, TaskDeferred
 from airflow_batch_streaming.emulator import Emulator, Timings
 from airflow_batch_streaming.exceptions import (
     BatchJobCancelledError,

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from airflow.sdk.exceptions import TaskDeferred
 from airflow.triggers.base import BaseTrigger
 
 from airflow_batch_streaming import status
+from airflow_batch_streaming._compat import TaskDeferred
 from airflow_batch_streaming.emulator import Emulator, Timings
 from airflow_batch_streaming.hooks.batch import BatchStreamingHook
 from airflow_batch_streaming.operators import BatchStreamingJobOperator

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 from reliability_support import (
     TI,
     ctx,
@@ -31,6 +30,7 @@ from reliability_support import (
 )
 
 from airflow_batch_streaming import status
+from airflow_batch_streaming._compat import TaskDeferred
 from airflow_batch_streaming.emulator import Emulator
 from airflow_batch_streaming.emulator import admin as emulator_admin
 from airflow_batch_streaming.exceptions import (

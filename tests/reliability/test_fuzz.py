@@ -27,12 +27,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_support import IMAGE, TI, ctx
 
 from airflow_batch_streaming import checker, spec, status
+from airflow_batch_streaming._compat import TaskDeferred
 from airflow_batch_streaming.exceptions import BatchJobFailedError
 from airflow_batch_streaming.image import ImageReference, ImageReferenceError, parse_image_uri
 from airflow_batch_streaming.operators import BatchStreamingJobOperator

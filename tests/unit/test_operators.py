@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferralTimeout, TaskDeferred
 
 from airflow_batch_streaming import status
+from airflow_batch_streaming._compat import TaskDeferralTimeout, TaskDeferred
 from airflow_batch_streaming.exceptions import (
     BatchJobCancelledError,
     BatchJobFailedError,
@@ -526,7 +526,13 @@ def test_on_kill_cancels_the_job_being_waited_on() -> None:
 
 def test_dag_serialization_keeps_links_and_template_fields() -> None:
     from airflow.sdk import DAG
-    from airflow.serialization.serialized_objects import DagSerialization
+
+    try:
+        from airflow.serialization.serialized_objects import DagSerialization
+    except ImportError:  # before Airflow 3.3
+        from airflow.serialization.serialized_objects import (  # type: ignore[attr-defined,no-redef]
+            SerializedDAG as DagSerialization,
+        )
 
     with DAG("ser", schedule=None) as dag:
         make_op(image_uri="{{ params.image }}", deferrable=True)

@@ -92,6 +92,7 @@ def test_not_artifact_registry(uri: str) -> None:
     assert finding.code == "not-artifact-registry"
     assert "Artifact Registry" in finding.message
     assert "docker.pkg.dev" in finding.hint
+    assert "airflow-batch-streaming fix SOURCE --to REGION-docker.pkg.dev/PROJECT/REPO" in finding.hint
 
 
 def test_location_mismatch_between_regions() -> None:
@@ -99,6 +100,8 @@ def test_location_mismatch_between_regions() -> None:
     assert finding.code == "location-mismatch"
     assert "us-central1" in finding.message and "europe-west1" in finding.message
     assert "europe-west1" in finding.hint and "the europe multi-region" in finding.hint
+    fix = f"airflow-batch-streaming fix {PINNED} --to europe-west1-docker.pkg.dev/PROJECT/REPO"
+    assert f"`{fix} --location europe-west1`" in finding.hint
 
 
 def test_a_multi_region_repository_serves_its_regions() -> None:
@@ -423,6 +426,7 @@ def test_empty_layers(layer: str, size: int, why: str) -> None:
     assert finding.message.startswith(f"layer 1 ({layer}, {size} bytes) is empty")
     assert why in finding.message
     assert "FROM scratch" in finding.hint
+    assert "airflow-batch-streaming fix SOURCE --to" in finding.hint
 
 
 def test_an_empty_tar_diff_id_is_an_empty_layer() -> None:
@@ -445,6 +449,7 @@ def test_duplicate_layer_digests() -> None:
     assert finding.code == "duplicate-layer"
     assert finding.message.startswith(f"layer 2 ({digest(1)}) repeats layer 0")
     assert "COPY/ADD" in finding.hint
+    assert "airflow-batch-streaming fix SOURCE --to" in finding.hint
 
 
 def test_duplicate_diff_ids_with_different_blobs() -> None:

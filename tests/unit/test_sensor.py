@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
 
 from airflow_batch_streaming import status
+from airflow_batch_streaming._compat import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
 from airflow_batch_streaming.exceptions import (
     BatchJobCancelledError,
     BatchJobFailedError,
@@ -174,7 +174,7 @@ def test_execute_complete_without_event() -> None:
 
 
 def test_timeout_can_soft_fail_when_deferred() -> None:
-    from airflow.sdk.exceptions import AirflowSkipException
+    from airflow_batch_streaming._compat import AirflowSkipException
 
     op = sensor(FakeHook(), soft_fail=True)
     with pytest.raises(AirflowSkipException):

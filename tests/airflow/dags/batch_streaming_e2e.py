@@ -40,7 +40,9 @@ with DAG(
         project_id=PROJECT,
         region=REGION,
         image_uri="{{ params.image }}",
-        commands=["/bin/sh", "-c", 'echo "$GREETING"; sleep 15; echo "task $BATCH_TASK_INDEX done"'],
+        # Long enough that the sensor still finds it running whatever order `dags test` picks
+        # (Airflow 3.1 runs run_deferred and a shard first: the job had ended after 15 s).
+        commands=["/bin/sh", "-c", 'echo "$GREETING"; sleep 45; echo "task $BATCH_TASK_INDEX done"'],
         environment={"GREETING": "{{ params.greeting }}"},
         task_count=2,
         labels={"suite": "e2e"},
