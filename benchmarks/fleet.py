@@ -5,8 +5,8 @@ For each fleet size N and each side, against the package's Batch emulator (a chi
 1. a fresh child process imports the same modules for both sides (Airflow, grpc,
    `google.cloud.batch_v1`, both triggers, both hooks), records its CPU and RSS, and says
    it is ready;
-2. the parent creates N jobs (one CreateJob each) that queue 1-10 s, schedule 2 s and run
-   60-180 s (spread evenly, shuffled), so they finish at spread-out times;
+2. the parent creates N jobs (one CreateJob each) that queue 1-5 s, schedule 1 s and run
+   20-60 s (spread evenly, shuffled), so they finish at spread-out times;
 3. the child runs N triggers concurrently in one `asyncio.run()` loop, as the triggerer
    does, and notes when each yields its event:
    - ours: `BatchJobStateTrigger(job_name)` (one shared `JobWatcher` per loop);
@@ -30,7 +30,10 @@ The emulator enforces Batch's regional read quota (15,000/min) for our side. For
 provider's side the quota is switched off, so the benchmark measures its demand instead of
 failing: on real Batch, 5,000 waits polling every 10 s (30,000 reads/min) would be throttled.
 
-Run: .venv/bin/python benchmarks/fleet.py [--jobs 1000 5000] [--quick] [--sides ours provider]
+Sides: "ours" (polling, paced by triggers/pacing.py), "push" (ours with `notification_topic`:
+the jobs notify a Pub/Sub topic on the emulator, the watcher listens) and "provider".
+
+Run: .venv/bin/python benchmarks/fleet.py [--jobs 1 10 40 300 1000] [--quick] [--sides ours push provider]
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ PROJECT = "fleet-bench"
 REGION = "us-central1"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
 IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/repo/app:1.0"
-SIDES = ("ours", "provider")
+SIDES = ("ours", "push", "provider")
+#: The topic the push side's jobs notify and its watcher listens on.
+TOPIC = f"projects/{PROJECT}/topics/fleet-bench"
 READ_METHODS = ("GetJob", "ListJobs", "GetTask", "ListTasks")
 PROVIDER_POLL_SECONDS = 10.0
 SAMPLE_SECONDS = 5.0
@@ -84,7 +89,7 @@ class Profile:
         )
 
 
-FULL = Profile("full", (1.0, 10.0), 2.0, (60.0, 180.0))
+FULL = Profile("full", (1.0, 5.0), 1.0, (20.0, 60.0))
 QUICK = Profile("quick", (1.0, 3.0), 1.0, (20.0, 40.0))
 
 
@@ -148,10 +153,10 @@ def _patch_provider_hook() -> None:
 
 
 def _make_trigger(side: str, name: str) -> Any:
-    if side == "ours":
+    if side in ("ours", "push"):
         from airflow_batch_streaming.triggers import BatchJobStateTrigger
 
-        return BatchJobStateTrigger(name)
+        return BatchJobStateTrigger(name, notification_topic=TOPIC if side == "push" else None)
     from airflow.providers.google.cloud.triggers.cloud_batch import CloudBatchJobFinishedTrigger
 
     return CloudBatchJobFinishedTrigger(
@@ -192,10 +197,13 @@ async def _fleet(side: str, names: list[str], deadline: float) -> dict[str, Any]
                 errors[name] = repr(task.exception())
     watcher_stats: list[dict[str, int]] = []
     budget: dict[str, float] = {}
-    if side == "ours":
+    if side in ("ours", "push"):
         from airflow_batch_streaming.triggers import watcher
 
-        watcher_stats = [dict(w.stats) for w in watcher.watchers()]
+        watcher_stats = [
+            {**w.stats, **{f"listener_{k}": v for lis in w.listeners.values() for k, v in lis.stats.items()}}
+            for w in watcher.watchers()
+        ]
         rb = watcher.read_budget()
         budget = {"per_minute": rb.per_minute, "granted": rb.granted, "waits": rb.waits}
     if pending:
@@ -377,7 +385,9 @@ def _plan(n: int, profile: Profile, seed: int) -> list[dict[str, str]]:
     ]
 
 
-async def _create_jobs(prefix: str, labels: list[dict[str, str]], concurrency: int = 64) -> list[str]:
+async def _create_jobs(
+    prefix: str, labels: list[dict[str, str]], concurrency: int = 64, *, notify: bool = False
+) -> list[str]:
     from google.cloud import batch_v1
 
     from airflow_batch_streaming.hooks.clients import batch_async_client
@@ -402,6 +412,11 @@ async def _create_jobs(prefix: str, labels: list[dict[str, str]], concurrency: i
                 )
             ],
             labels=job_labels,
+            notifications=[
+                batch_v1.JobNotification(pubsub_topic=TOPIC, message={"type_": "JOB_STATE_CHANGED"})
+            ]
+            if notify
+            else [],
         )
         async with sem:
             created = await client.create_job(parent=PARENT, job_id=f"{prefix}-{i:05d}", job=job)
@@ -457,10 +472,16 @@ def run_side(
     emu.reset()
     if side == "provider":
         emu.quota(reads_per_minute=None)  # measure its demand; real Batch would throttle it
+    if side == "push":
+        from google.cloud import pubsub_v1
+
+        os.environ["PUBSUB_EMULATOR_HOST"] = emu.target
+        pubsub_v1.PublisherClient().create_topic(name=TOPIC)
     log_path = workdir / f"{side}-{n}.log"
     env = {
         **os.environ,
         "BATCH_STREAMING_EMULATOR_HOST": emu.target,
+        "PUBSUB_EMULATOR_HOST": emu.target,
         "AIRFLOW_HOME": str(workdir / "airflow-home"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({"conn_type": "google_cloud_platform"}),
@@ -488,7 +509,7 @@ def run_side(
 
     labels = _plan(n, profile, seed)
     t_create = time.perf_counter()
-    names = asyncio.run(_create_jobs(f"fleet-{side[:4]}-{n}", labels))
+    names = asyncio.run(_create_jobs(f"fleet-{side[:4]}-{n}", labels, notify=side == "push"))
     created_seconds = time.perf_counter() - t_create
     before = emu.stats()
     emu_cpu0 = _proc_cpu(emu.proc.pid)
@@ -585,70 +606,92 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "**NOT met**"
 
 
-def _row(
-    ours: SideResult | None, prov: SideResult | None, label: str, fmt: str, attr: str, *, ratio: bool
-) -> str:
-    a = getattr(ours, attr) if ours else None
-    b = getattr(prov, attr) if prov else None
-    cells = [fmt.format(a) if a is not None else "-", fmt.format(b) if b is not None else "-"]
-    r = _ratio(a, b) if ratio and a is not None and b is not None else "-"
-    return f"| {label} | {cells[0]} | {cells[1]} | {r} |"
+def _cells(sides: list[SideResult | None], fmt: str, attr: str) -> list[str]:
+    return [fmt.format(getattr(r, attr)) if r is not None else "-" for r in sides]
+
+
+ROWS = [
+    ("success events (one per job expected)", "{:,}", "ok_events", False),
+    ("Batch reads in all", "{:,}", "reads", True),
+    ("Batch reads per minute (mean over the wait)", "{:,.0f}", "reads_per_minute", True),
+    ("Batch reads, peak sliding minute", "{:,}", "peak_reads_minute", True),
+    ("finish-to-event delay, median (s)", "{:.2f}", "delay_median", True),
+    ("finish-to-event delay, p95 (s)", "{:.2f}", "delay_p95", True),
+    ("finish-to-event delay, max (s)", "{:.2f}", "delay_max", True),
+    ("CPU seconds during the wait", "{:.1f}", "cpu_seconds", True),
+    ("peak RSS growth beyond the import baseline (MiB)", "{:.0f}", "rss_growth_mib", True),
+    ("gRPC channels opened", "{:,}", "channels", True),
+    ("connections the emulator saw", "{:,}", "connections", True),
+    ("emulator CPU seconds serving the waits", "{:.1f}", "emulator_cpu_seconds", True),
+    ("wall time from the first wait to the last event (s)", "{:.0f}", "wait_seconds", True),
+]
+
+
+def summary_table(results: dict[int, dict[str, SideResult]]) -> str:
+    """One line per fleet size: reads and delays of the three sides (for the README)."""
+    lines = [
+        "| waits | reads: polling / push / provider | median delay (s): polling / push / provider "
+        "| p95 delay (s): polling / push / provider | max delay (s): polling / push / provider "
+        "| CPU s: polling / push / provider | RSS growth MiB: polling / push / provider "
+        "| channels: polling / push / provider |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, by_side in sorted(results.items()):
+        sides = [by_side.get(side) for side in SIDES]
+        cols = [
+            " / ".join(_cells(sides, fmt, attr))
+            for fmt, attr in (
+                ("{:,}", "reads"),
+                ("{:.2f}", "delay_median"),
+                ("{:.2f}", "delay_p95"),
+                ("{:.2f}", "delay_max"),
+                ("{:.1f}", "cpu_seconds"),
+                ("{:.0f}", "rss_growth_mib"),
+                ("{:,}", "channels"),
+            )
+        ]
+        lines.append(f"| {n:,} | " + " | ".join(cols) + " |")
+    return "\n".join(lines)
 
 
 def render(results: dict[int, dict[str, SideResult]], profile: Profile, budget: float) -> str:
     lines = [
         f"Jobs: one task each; {profile.describe()} (spread evenly, shuffled); one CreateJob per job "
-        "before the waits start. Both sides run in a fresh child process with the same imports; "
-        "CPU and RSS growth are counted from the end of the imports (the import baseline is shown). "
+        "before the waits start. Each side runs in a fresh child process with the same imports; "
+        "CPU and RSS growth are counted from the end of the imports. "
         f"Provider: `CloudBatchJobFinishedTrigger`, `polling_period_seconds={PROVIDER_POLL_SECONDS:g}`, "
         "its hook's `get_conn()` pointed at the emulator (one client and channel per trigger, as "
         "it does), emulator read quota off for it (its demand, not what real Batch would allow). "
-        f"Ours: `BatchJobStateTrigger` defaults (read budget {budget:,.0f}/min), emulator quota "
-        f"{BATCH_READ_QUOTA:,}/min as on Batch. Reads per minute = read calls the emulator served / "
-        "minutes from the start of the waits to the last event; peak = the emulator's sliding-minute "
-        f"count sampled every {SAMPLE_SECONDS:g} s. Delay = trigger event time - the job's "
-        "SUCCEEDED status event time. Channels = `grpc.aio.insecure_channel`/`secure_channel` calls in "
-        "the child; each channel gets its own TCP connection (`grpc.use_local_subchannel_pool`), as "
-        "clients with their own TLS credentials have against Google (gRPC would otherwise share one "
-        "connection between identical insecure channels). The triggers log as they would in a "
-        "triggerer (Airflow's default console logging, written to a file). The emulator's gRPC server "
-        "runs with its pending-call limit raised (`EMULATOR_SERVER_OPTIONS`), so a burst of provider "
-        "calls is served rather than CANCELLED. "
-        f"{versions('apache-airflow', 'apache-airflow-providers-google', 'google-cloud-batch', 'grpcio')}.",
+        f"Polling: `BatchJobStateTrigger` defaults (pacing, read budget {budget:,.0f}/min), emulator quota "
+        f"{BATCH_READ_QUOTA:,}/min as on Batch. Push: the same with `notification_topic` (the jobs "
+        "notify the topic JOB_STATE_CHANGED, the emulator publishes each state change as it happens, "
+        "the watcher holds one subscription and stream; its channels include Pub/Sub's). "
+        "Reads = Batch read calls (GetJob, ListJobs, GetTask, ListTasks) the emulator served; Pub/Sub "
+        "calls are not Batch reads. Delay = trigger event time - the job's SUCCEEDED status event time. "
+        "Channels = `grpc.aio` channels made in the child; each gets its own TCP connection, as "
+        "clients with their own TLS credentials have against Google. "
+        f"{versions('apache-airflow', 'apache-airflow-providers-google', 'google-cloud-batch', 'google-cloud-pubsub', 'grpcio')}.",
+        "",
+        "Summary:",
+        "",
+        summary_table(results),
         "",
     ]
-    for n, sides in sorted(results.items()):
-        ours, prov = sides.get("ours"), sides.get("provider")
+    for n, by_side in sorted(results.items()):
+        ours, push, prov = (by_side.get(side) for side in SIDES)
         lines += [f"### {n:,} concurrent waits", ""]
         lines += [
-            "| measure | ours | provider | ours/provider |",
-            "|---|---|---|---|",
+            "| measure | polling | push | provider | polling/provider | push/provider |",
+            "|---|---|---|---|---|---|",
         ]
-
-        rows = [
-            ("success events (one per job expected)", "{:,}", "ok_events", False),
-            ("Batch reads per minute (mean over the wait)", "{:,.0f}", "reads_per_minute", True),
-            ("Batch reads, peak sliding minute", "{:,}", "peak_reads_minute", True),
-            ("Batch reads in all", "{:,}", "reads", True),
-            ("CPU seconds during the wait", "{:.1f}", "cpu_seconds", True),
-            ("peak RSS growth beyond the import baseline (MiB)", "{:.0f}", "rss_growth_mib", True),
-            ("peak RSS of the process (MiB)", "{:.0f}", "peak_rss_mib", True),
-            ("gRPC channels opened", "{:,}", "channels", True),
-            ("connections the emulator saw", "{:,}", "connections", True),
-            ("finish-to-event delay (success events), median (s)", "{:.2f}", "delay_median", True),
-            ("finish-to-event delay (success events), p95 (s)", "{:.2f}", "delay_p95", True),
-            ("finish-to-event delay (success events), max (s)", "{:.2f}", "delay_max", True),
-            ("emulator CPU seconds serving the waits", "{:.1f}", "emulator_cpu_seconds", True),
-            ("wall time from the first wait to the last event (s)", "{:.0f}", "wait_seconds", True),
-            ("trigger log output (KiB)", "{:,.0f}", "log_kib", True),
-        ]
-        lines += [_row(ours, prov, label, fmt, attr, ratio=ratio) for label, fmt, attr, ratio in rows]
-        if ours and prov:
-            lines.append(
-                f"| import baseline (same imports): CPU s / RSS MiB | {ours.cpu_import_seconds:.1f} / "
-                f"{ours.ready_rss_mib:.0f} | {prov.cpu_import_seconds:.1f} / {prov.ready_rss_mib:.0f} | - |"
-            )
-        for side in (ours, prov):
+        for label, fmt, attr, ratio in ROWS:
+            cells = _cells([ours, push, prov], fmt, attr)
+            ratios = [
+                _ratio(getattr(r, attr), getattr(prov, attr)) if ratio and r and prov else "-"
+                for r in (ours, push)
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
+        for side in (ours, push, prov):
             if side is None:
                 continue
             detail = f"- {side.side}: statuses {side.statuses}; reads by method {side.reads_by_method}"
@@ -658,31 +701,25 @@ def render(results: dict[int, dict[str, SideResult]], profile: Profile, budget: 
                 detail += f"; non-success events (count x message): {side.errors}"
             if side.watchers:
                 detail += f"; watcher stats {side.watchers}; read budget {side.budget}"
-            detail += f"; {side.jobs:,} jobs created in {side.created_seconds:.1f} s"
             lines.append(detail)
-        if ours and prov:
+        if prov:
             lines.append("")
-            if n >= 5000:
-                lines.append(
-                    f"Targets at {n:,}: reads per minute within the budget ({budget:,.0f}): peak "
-                    f"{ours.peak_reads_minute:,} -> {_verdict(ours.peak_reads_minute <= budget)}; median delay "
-                    f"at most twice the provider's: {ours.delay_median:.2f} s vs 2 x {prov.delay_median:.2f} s -> "
-                    f"{_verdict(ours.delay_median <= 2 * prov.delay_median)}; all events: "
-                    f"{_verdict(ours.ok_events == n)}."
+            verdicts = []
+            if ours:
+                verdicts.append(
+                    f"polling: median and p95 delay at or below the provider's: {ours.delay_median:.2f} / "
+                    f"{ours.delay_p95:.2f} s vs {prov.delay_median:.2f} / {prov.delay_p95:.2f} s -> "
+                    f"{_verdict(ours.delay_median <= prov.delay_median and ours.delay_p95 <= prov.delay_p95)}; "
+                    f"reads at most 1/10: {_ratio(ours.reads, prov.reads)} -> "
+                    f"{_verdict(ours.reads <= prov.reads / 10)}"
                 )
-            else:
-                rss_ok = ours.rss_growth_mib <= prov.rss_growth_mib / 3
-                lines.append(
-                    f"Targets at {n:,}: reads/min at most 1/5 of the provider's: "
-                    f"{_ratio(ours.reads_per_minute, prov.reads_per_minute)} -> "
-                    f"{_verdict(ours.reads_per_minute <= prov.reads_per_minute / 5)}; CPU at most 1/3: "
-                    f"{_ratio(ours.cpu_seconds, prov.cpu_seconds)} -> {_verdict(ours.cpu_seconds <= prov.cpu_seconds / 3)}; "
-                    f"RSS at most 1/3 (growth beyond the same import baseline): "
-                    f"{_ratio(ours.rss_growth_mib, prov.rss_growth_mib)} -> {_verdict(rss_ok)} "
-                    f"(whole-process peak RSS ratio {_ratio(ours.peak_rss_mib, prov.peak_rss_mib)}, "
-                    "dominated by the identical imports); one channel in all: "
-                    f"{ours.channels} -> {_verdict(ours.channels == 1)}; all events: {_verdict(ours.ok_events == n)}."
+            if push:
+                verdicts.append(
+                    f"push: median delay at most 1 s: {push.delay_median:.2f} s -> "
+                    f"{_verdict(push.delay_median <= 1.0)}; reads at most 1/100: "
+                    f"{_ratio(push.reads, prov.reads)} -> {_verdict(push.reads <= prov.reads / 100)}"
                 )
+            lines.append(f"Targets at {n:,}: " + "; ".join(verdicts) + ".")
         lines.append("")
     return "\n".join(lines)
 
@@ -691,7 +728,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--jobs", type=int, nargs="+", default=None, help="fleet sizes (default 1000 5000)")
+    parser.add_argument(
+        "--jobs", type=int, nargs="+", default=None, help="fleet sizes (default 1 10 40 300 1000)"
+    )
     parser.add_argument("--quick", action="store_true", help="200 jobs running 20-40 s (a smoke run)")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     parser.add_argument("--seed", type=int, default=7)
@@ -717,7 +756,7 @@ def main() -> int:
         return child(args.child, args.child_out, shared_connections=args.shared_connections)
 
     profile = QUICK if args.quick else FULL
-    sizes = args.jobs or ([200] if args.quick else [1000, 5000])
+    sizes = args.jobs or ([200] if args.quick else [1, 10, 40, 300, 1000])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * max(sizes) + 1024  # the provider opens a connection per trigger; the emulator inherits this
     if soft < need:

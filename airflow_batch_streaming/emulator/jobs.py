@@ -38,6 +38,7 @@ from airflow_batch_streaming.emulator.common import (
     timestamp,
 )
 from airflow_batch_streaming.emulator.logs import AGENT_LOGS, ERROR, INFO, TASK_LOGS, LogStore, batch_entry
+from airflow_batch_streaming.emulator.pubsub import PubSub, job_notifications
 
 if TYPE_CHECKING:
     from airflow_batch_streaming.emulator.runner import Runner
@@ -673,9 +674,12 @@ class TaskView:
 class JobStore:
     """All jobs, the request-ID memory, and the hooks into the log store and the runner."""
 
-    def __init__(self, logs: LogStore, timings: Timings, runner: Runner | None = None) -> None:
+    def __init__(
+        self, logs: LogStore, timings: Timings, runner: Runner | None = None, pubsub: PubSub | None = None
+    ) -> None:
         self.lock = threading.RLock()
         self.logs = logs
+        self.pubsub = pubsub
         self.timings = timings
         self.runner = runner
         self.jobs: dict[str, JobRecord] = {}
@@ -733,6 +737,7 @@ class JobStore:
                 create_ns=now, plan=plan,
             )  # fmt: skip
             plan_timeline(record, self.logs, run_commands=self.runner is not None)
+            self.notify(record)
             self.jobs[name] = record
             self._order.append(record)
             data = record.render(now)[1]
@@ -808,6 +813,7 @@ class JobStore:
                     )
             record.set_state(done, JobState.CANCELLED)
             record.cancel_done_ns = done
+            self.notify(record)
             return done
 
     def delete(self, name: str) -> int:
@@ -821,7 +827,17 @@ class JobStore:
             record.set_state(now, JobState.DELETION_IN_PROGRESS)
             record.gone_ns = now + record.plan.delete_ns
             self._doomed.append(record)
+            self.notify(record)
             return record.gone_ns
+
+    def notify(self, record: JobRecord) -> None:
+        """Publish the job's state changes, as they happen, to the topics it asked for (Batch's
+        JOB_STATE_CHANGED notifications); called whenever its timeline changes."""
+        if self.pubsub is None:
+            return
+        timeline = list(zip(record.state_ns, (s.name for s in record.states), strict=True))
+        for topic, only in job_notifications(record.base):
+            self.pubsub.schedule_job_states(topic, record.name, record.uid, timeline, only=only)
 
     def _stop(self, record: JobRecord, now: int) -> None:
         record.stopped = True

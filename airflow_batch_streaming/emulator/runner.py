@@ -164,6 +164,8 @@ class Runner:
                 record.set_state(now, JobState.SUCCEEDED)
             else:
                 record.set_state(now, JobState.FAILED, failure_detail(*run.failure))
+            assert self.store is not None
+            self.store.notify(record)
 
     def _task(self, record: JobRecord, index: int) -> None:
         attempt = 0
@@ -177,6 +179,8 @@ class Runner:
                     if record.state_at(now) == JobState.SCHEDULED:
                         # Only now has a process slot: a job waiting for one stays SCHEDULED.
                         record.set_state(now, JobState.RUNNING)
+                        assert self.store is not None
+                        self.store.notify(record)
                     record.set_task(
                         now, index, TaskState.ASSIGNED, f"Task state is updated from {previous} to ASSIGNED."
                     )

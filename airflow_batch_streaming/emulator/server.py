@@ -18,6 +18,7 @@ from airflow_batch_streaming.emulator.common import ApiError, region_of_name
 from airflow_batch_streaming.emulator.jobs import JobStore, Timings
 from airflow_batch_streaming.emulator.logs import LoggingService, LogStore
 from airflow_batch_streaming.emulator.operations import OperationStore
+from airflow_batch_streaming.emulator.pubsub import PubSub
 from airflow_batch_streaming.emulator.runner import Runner
 from airflow_batch_streaming.emulator.service_usage import ServiceUsage
 
@@ -46,7 +47,8 @@ class EmulatorState:
         self.secret_values: dict[str, str] = {}
         self.runner = Runner(self.logs, lambda: self.secret_values, max_processes) if run_commands else None
         self.timings = timings
-        self.jobs = JobStore(self.logs, timings, self.runner)
+        self.pubsub = PubSub(seed)
+        self.jobs = JobStore(self.logs, timings, self.runner, self.pubsub)
         if self.runner is not None:
             self.runner.store = self.jobs
         self.operations = OperationStore()
@@ -66,6 +68,7 @@ class EmulatorState:
         self.quota.reset()
         self.stats.reset()
         self.apis.reset()
+        self.pubsub.reset()
         self.secret_values = {}
 
     def snapshot(self) -> dict[str, Any]:
@@ -186,6 +189,7 @@ class EmulatorState:
             "GET /v1/timings": timings,
             "POST /v1/timings": timings,
             "GET /v1/healthz": lambda _: {"ok": True},
+            **self.pubsub.admin_routes(),
         }
 
 
@@ -246,6 +250,7 @@ class Emulator(AdminClient):
                 state.operations.handlers(state.wrap),
                 LoggingService(state.logs).handlers(state.wrap),
                 state.apis.handlers(state.wrap),
+                *state.pubsub.handlers(state.wrap),
             )
         )
         port = server.add_insecure_port(f"{self.host}:{self.port}")
@@ -268,6 +273,7 @@ class Emulator(AdminClient):
         if self.state.runner is not None:
             self.state.jobs.clear()
             self.state.runner.close()
+        self.state.pubsub.close()
         self._stopped.set()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -89,6 +89,19 @@ _LABEL_INVALID = re.compile(r"[^a-z0-9_-]+")
 _OWNED_LABELS = frozenset({LABEL_DAG, LABEL_TASK, LABEL_TI, LABEL_TRY, LABEL_SPEC})
 
 
+def _with_notification(kwargs: dict[str, Any], topic: str | None) -> dict[str, Any]:
+    """The job arguments with a JOB_STATE_CHANGED notification to `topic` (push for the wait),
+    through JobSpec's `notifications` option; unchanged if the user gave one to that topic."""
+    if not topic:
+        return kwargs
+    given = coerce_rendered(kwargs.get("notifications") or [])
+    if not isinstance(given, Sequence) or isinstance(given, str):
+        return kwargs  # JobSpec says what is wrong with it
+    if any(isinstance(i, Mapping) and topic in (i.get("pubsub_topic"), i.get("pubsubTopic")) for i in given):
+        return kwargs  # the user's own notification to that topic stands
+    return {**kwargs, "notifications": [*given, {"pubsub_topic": topic, "type": "JOB_STATE_CHANGED"}]}
+
+
 def label_value(text: object) -> str:
     """``text`` as a valid GCP label value (lowercase letters, digits, ``_``, ``-``; 63 max)."""
     return _LABEL_INVALID.sub("-", str(text).lower())[:63]
@@ -167,9 +180,15 @@ class BatchStreamingJobOperator(BaseOperator):
     :param wait_for_completion: wait for the job to finish; if False, return once it is
         submitted (wait downstream with ``BatchJobStateSensor``).
     :param deferrable: wait in the triggerer instead of on a worker.
-    :param poll_interval: seconds between two reads of the job's state; by default 5 s while
-        the job is queued or scheduled, then longer (the triggerer adapts up to 60 s and
-        shares its reads between all jobs).
+    :param poll_interval: at most this many seconds between two reads of the job's state;
+        by default the triggerer paces its reads from its read budget and the number of jobs
+        it waits on (every 1 to 8 s, slower only near the budget), sharing them between all
+        jobs; a synchronous wait adapts from 5 s up to 60 s.
+    :param notification_topic: Pub/Sub topic (``projects/P/topics/T``) the job publishes its
+        state changes to (a ``JOB_STATE_CHANGED`` notification is added to the job); the
+        deferred wait listens on it and reads the job as soon as it is told, polling only as
+        a slow fallback. Default: ``[batch_streaming] notification_topic`` (env
+        ``BATCH_STREAMING_NOTIFICATION_TOPIC``); ``""`` turns push off for this task.
     :param timeout: seconds the job may take from its creation; when they are up, the job
         is cancelled and the task fails with ``BatchJobTimeoutError``. While deferred, the
         task's ``execution_timeout`` is enforced the same way (whichever ends first), as
@@ -191,6 +210,7 @@ class BatchStreamingJobOperator(BaseOperator):
         *FIELD_NAMES,
         "gcp_conn_id",
         "impersonation_chain",
+        "notification_topic",
         "job",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {
@@ -264,6 +284,7 @@ class BatchStreamingJobOperator(BaseOperator):
         failure_log_lines: int = 20,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
+        notification_topic: str | None = None,
         **kwargs: Any,
     ) -> None:
         arguments = locals()
@@ -289,6 +310,7 @@ class BatchStreamingJobOperator(BaseOperator):
         self.failure_log_lines = failure_log_lines
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
+        self.notification_topic = notification_topic
         #: The REST JSON of the job, filled in at run time (shown rendered in the UI).
         self.job: dict[str, Any] | None = None
         self._job_name: str | None = None
@@ -323,6 +345,11 @@ class BatchStreamingJobOperator(BaseOperator):
             if name not in dynamic and getattr(self, name) is not None
         }
         kwargs.setdefault("image_uri", "us-docker.pkg.dev/templated/templated/templated")
+        if not is_dynamic(self.notification_topic) and "notifications" not in dynamic:
+            try:
+                kwargs = _with_notification(kwargs, self.topic())
+            except ValueError as error:
+                problems.append(f"notification_topic: {error}")
         skip = dynamic | ({"region"} if not region_ok else set())
         spec = JobSpec(**kwargs)
         problems += [p for p in spec.problems(self.region if region_ok else None) if not _mentions(p, skip)]
@@ -345,6 +372,14 @@ class BatchStreamingJobOperator(BaseOperator):
         return list(dict.fromkeys(problems))  # JobSpec and the preflight share the URI parser
 
     # ------------------------------------------------------------------ run time
+
+    def topic(self) -> str | None:
+        """The Pub/Sub topic of push: the argument, else the configured default; "" is off."""
+        if self.notification_topic is not None:
+            return self.notification_topic.strip() or None
+        from airflow_batch_streaming.hooks.pubsub import configured_notification_topic
+
+        return configured_notification_topic()
 
     @cached_property
     def hook(self) -> BatchStreamingHook:
@@ -379,6 +414,10 @@ class BatchStreamingJobOperator(BaseOperator):
             if clash:
                 self.log.warning("Labels %s are set by the operator; the given values are replaced", clash)
             kwargs["labels"] = {**{k: v for k, v in labels.items() if k not in _OWNED_LABELS}, **owned}
+        try:
+            kwargs = _with_notification(kwargs, self.topic())
+        except ValueError as error:
+            problems.append(f"notification_topic: {error}")
         spec = JobSpec.from_kwargs(**kwargs)
         for warning in spec.warnings():
             self.log.warning("%s", warning)
@@ -582,6 +621,7 @@ class BatchStreamingJobOperator(BaseOperator):
             end_time=deadline,
             cancel_on_kill=self.cancel_on_kill,
             cancel_on_timeout=True,
+            notification_topic=self.topic(),
         )
         timeout = None
         if deadline is not None:

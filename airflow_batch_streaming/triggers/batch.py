@@ -58,6 +58,9 @@ class BatchJobStateTrigger(BaseTrigger):
         restart does not reset it. None waits without limit.
     :param cancel_on_kill: cancel the job when a user marks, clears or kills the deferred task.
     :param cancel_on_timeout: cancel the job when `end_time` passes.
+    :param notification_topic: the Pub/Sub topic the job publishes JOB_STATE_CHANGED
+        notifications to: the watcher listens on it and reads the job when told (push),
+        polling only as a fallback. None: polling only.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class BatchJobStateTrigger(BaseTrigger):
         end_time: float | None = None,
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
+        notification_topic: str | None = None,
     ) -> None:
         super().__init__()
         status.parse_job_name(job_name)
@@ -93,6 +97,7 @@ class BatchJobStateTrigger(BaseTrigger):
         self.end_time = float(end_time) if end_time is not None else None
         self.cancel_on_kill = bool(cancel_on_kill)
         self.cancel_on_timeout = bool(cancel_on_timeout)
+        self.notification_topic = notification_topic or None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -107,6 +112,7 @@ class BatchJobStateTrigger(BaseTrigger):
                 "end_time": self.end_time,
                 "cancel_on_kill": self.cancel_on_kill,
                 "cancel_on_timeout": self.cancel_on_timeout,
+                "notification_topic": self.notification_topic,
             },
         )
 
@@ -130,6 +136,7 @@ class BatchJobStateTrigger(BaseTrigger):
                 stop_states=set(self.target_states) | set(self.failure_states),
                 deadline=self.end_time,
                 poll_interval=self.poll_interval,
+                notification_topic=self.notification_topic,
             )
             event = await self._event(result)
         except Exception as exc:  # CancelledError is a BaseException: it propagates

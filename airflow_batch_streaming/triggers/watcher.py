@@ -1,4 +1,4 @@
-"""One shared, quota-aware poller for every Batch job the triggers in a process wait on.
+"""One shared, quota-aware wait loop for every Batch job the triggers in a process wait on.
 
 The triggerer runs thousands of triggers in one asyncio loop. If each polled on its own,
 each would hold its own gRPC channel and spend its own reads, and 2,500 waiters polling
@@ -9,41 +9,47 @@ else in the project). Instead triggers call `await get_watcher(...).wait(job_nam
   one hook and so one async client and one channel. grpc.aio channels belong to a loop,
   and `dag.test()` runs each trigger in a fresh `asyncio.run()` loop, hence the loop in
   the key; the client is made lazily inside that loop;
-- one poll per job however many waiters it has (coalescing);
-- adaptive intervals per job: 5 s while it is queued or scheduled and young, growing to
-  60 s as a running job ages past 10 minutes, ±20% jitter;
-- a process-wide read budget (`[batch_streaming] read_budget_per_minute` or env
-  `BATCH_STREAMING_READ_BUDGET`, default 7,500 = half the regional quota): a token
-  bucket that delays polls rather than exceed it;
-- when 20+ jobs of one project+region are watched, one ListJobs sweep of the region's
-  *active* jobs refreshes them all; watched jobs missing from it are looked up in one
-  listing of the jobs that ended lately (`update_time>=` the last time they were seen
-  active, minus a margin), and any still missing are read with GetJob, which tells a
-  finished job from a deleted one. A sweep that costs more pages than it saves turns
-  sweeping off for the region for a while; a filter the API refuses turns that listing
-  off for good (GetJob is always the correct fallback).
+- one read per job however many waiters it has (coalescing); a job's first read is a
+  GetJob (consistent, where ListJobs lags creation);
+- then rounds per (project, region), paced by `pacing.plan` (pure; see triggers/pacing.py):
+  each round is either one ListJobs sweep (`pacing.sweep_filter`: `createTime >=` the
+  oldest waited job, or only active jobs) or one GetJob per job, whichever costs fewer
+  reads, every 1 to 8 s (never slower than the Google provider's 10 s poll), slower only
+  as the fleet nears the process budget (`[batch_streaming] read_budget_per_minute` or env
+  `BATCH_STREAMING_READ_BUDGET`, default 7,500 = half the regional quota), which a token
+  bucket also enforces. A waited job a sweep did not return gets one GetJob
+  (`pacing.to_get`). A trigger's `poll_interval` caps its region's round interval;
+- push: a wait with a `notification_topic` starts one `JobNotificationListener` (one
+  subscription and stream per watcher and topic, hooks/pubsub.py). A message is a prompt
+  to read that job (one GetJob, answered at once, then batched per `prompt_window`),
+  never its state; while the stream is healthy the region's rounds slow to pacing's push
+  fallback rate (30 to 120 s), so a lost message delays an event, never loses it. A
+  refused subscription logs one warning and the watcher keeps polling.
 
 Failures stay local. A failed read of a job is retried with the hook's one policy
 (`BatchStreamingHook.retry_delay`, giving up after `give_up_after` seconds of failures);
 RESOURCE_EXHAUSTED also pauses the other reads of the same project and region (the quota
-is regional), and no other. A failed sweep turns sweeping off for its region for a while
-and reads its jobs one by one at once (GetJob works when ListJobs does not). NOT_FOUND
+is regional), and no other. A failed sweep reads its region's jobs one by one at once
+(GetJob works when ListJobs does not) and sweeps that region again only after
+`sweep_off_seconds`. INVALID_ARGUMENT on the `createTime` filter falls back to the
+active-states filter; on that one too, the region is read with GetJob only. NOT_FOUND
 means deleted; other errors end the wait with a message.
 
 The watcher holds its hook (and so the connection's credentials) for at most
-`hook_max_age` seconds: a connection refreshed in Airflow reaches a busy watcher.
+`hook_max_age` seconds: a connection refreshed in Airflow reaches a busy watcher. It closes
+its channel and listeners once idle for `idle_close_after` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
 import math
 import os
-import random
 import threading
 import time
 import weakref
@@ -53,34 +59,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_batch_streaming import status
+from airflow_batch_streaming.triggers import pacing
 
 if TYPE_CHECKING:
     from google.cloud.batch_v1 import Job
 
     from airflow_batch_streaming.hooks.batch import BatchStreamingHook
+    from airflow_batch_streaming.hooks.pubsub import JobNotificationListener, Prompt
 
 log = logging.getLogger(__name__)
 
 READ_BUDGET_ENV = "BATCH_STREAMING_READ_BUDGET"
 #: Half of Batch's regional read quota (15,000/min), leaving room for everything else.
 DEFAULT_READ_BUDGET_PER_MINUTE = 7500.0
-#: The sweep lists only jobs that can still change.
-ACTIVE_FILTER = " OR ".join(
-    f'status.state="{state}"'
-    for state in (status.QUEUED, status.SCHEDULED, status.RUNNING, status.CANCELLATION_IN_PROGRESS)
-)
-
-#: Jobs that ended since a time: what turns a watched job missing from the active listing
-#: into its final state without a GetJob each.
-FINISHED_FILTER = (
-    "("
-    + " OR ".join(
-        f'status.state="{state}"'
-        for state in (status.SUCCEEDED, status.FAILED, status.CANCELLED, status.DELETION_IN_PROGRESS)
-    )
-    + ') AND update_time>="{since}"'
-)
-
 Outcome = Literal["state", "deleted", "timeout", "error"]
 
 
@@ -197,53 +188,48 @@ class _Watched:
     name: str
     parent: str
     job_id: str
+    topic: str | None = None
     waiters: set[_Waiter] = field(default_factory=set)
-    next_at: float = 0.0
+    next_at: float = math.inf
     version: int = 0
     in_flight: bool = False
-    force_get: bool = False
     job: Any = None
     state: str | None = None
-    entered_wall: float | None = None
+    create_wall: float | None = None
     first_seen_wall: float = field(default_factory=time.time)
+    listed: bool = False
     errors: int = 0
     first_error_at: float | None = None
-    last_listed_wall: float | None = None
+
+
+@dataclass(eq=False)
+class _Region:
+    """One (project, region): its waited jobs and how its rounds went."""
+
+    members: set[_Watched] = field(default_factory=set)
+    last_round: float | None = None
+    in_flight: bool = False
+    pages: int = 1
+    recent_refused: bool = False
+    sweeps_refused: bool = False
+    sweep_off_until: float = 0.0
+    last_prompt_round: float = -math.inf
+    prompted: set[_Watched] = field(default_factory=set)
 
 
 def _state_name(pb_state: int) -> str:
     return status.STATES[pb_state] if 0 <= pb_state < len(status.STATES) else status.STATE_UNSPECIFIED
 
 
-def _entered_wall(pb: Any, state: str) -> float | None:
-    """Epoch seconds at which the job entered `state`, from its status events."""
-    marker = f" to {state}"
-    found: float | None = None
-    for event in pb.status.status_events:
-        if marker in event.description and event.event_time.seconds:
-            found = event.event_time.seconds + event.event_time.nanos / 1e9
-    if found is None and state in status.PENDING and pb.create_time.seconds:
-        found = pb.create_time.seconds + pb.create_time.nanos / 1e9
-    return found
-
-
 class JobWatcher:
     """Waits on Batch jobs for every trigger of one event loop and connection. See the module doc."""
 
     # Knobs: class attributes, so a deployment (or a test) can subclass or patch them.
-    fast_interval = 5.0
-    pending_max_interval = 30.0
-    running_min_interval = 10.0
-    running_max_interval = 60.0
-    young_seconds = 120.0
-    ramp_seconds = 600.0
-    jitter = 0.2
+    #: The pacing policy; its `budget_per_minute` is replaced by the process budget's.
+    policy = pacing.Policy()
     max_in_flight = 64
-    sweep_min_jobs = 20
-    sweep_page_size = 1000
-    sweep_min_interval = 5.0
+    sweep_page_size = pacing.PAGE_SIZE
     sweep_off_seconds = 300.0
-    finished_margin = 300.0
     first_poll_grace = 30.0
     idle_close_after = 60.0
     hook_max_age = 600.0
@@ -263,7 +249,8 @@ class JobWatcher:
         self.budget = budget or read_budget()
         self.stats: Counter[str] = Counter()
         self._jobs: dict[str, _Watched] = {}
-        self._by_parent: dict[str, set[_Watched]] = {}
+        self._by_id: dict[str, set[_Watched]] = {}
+        self._regions: dict[str, _Region] = {}
         self._heap: list[tuple[float, int, int, _Watched]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -271,11 +258,7 @@ class JobWatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._throttled_until: dict[str, float] = {}
-        self._sweeping: set[str] = set()
-        self._last_sweep: dict[str, float] = {}
-        self._sweep_off_until: dict[str, float] = {}
-        self._sweeps_disabled = False
-        self._finished_sweeps_disabled = False
+        self._listeners: dict[str, JobNotificationListener] = {}
         self._hook: BatchStreamingHook | None = None
         self._hook_made = 0.0
         self._hook_lock = asyncio.Lock()
@@ -290,6 +273,11 @@ class JobWatcher:
     @property
     def watched(self) -> int:
         return len(self._jobs)
+
+    @property
+    def listeners(self) -> dict[str, JobNotificationListener]:
+        """The notification listeners by topic (for stats and tests)."""
+        return dict(self._listeners)
 
     async def get_hook(self) -> BatchStreamingHook:
         """The watcher's hook, made in a thread (reading the connection may block) and
@@ -324,14 +312,16 @@ class JobWatcher:
         stop_states: Collection[str] = status.TERMINAL,
         deadline: float | None = None,
         poll_interval: float | None = None,
+        notification_topic: str | None = None,
     ) -> WatchResult:
         """Wait until the job is in one of `stop_states` (terminal states always stop).
 
         `deadline` is an absolute `time.time()`; once it passes the result is "timeout"
         (but only after at least one fresh read, so a job that finished while nobody was
-        watching is reported as finished). `poll_interval` fixes the interval (seconds,
-        still jittered) instead of the adaptive one. Cancelling the caller just stops
-        waiting; the job is not touched.
+        watching is reported as finished). `poll_interval` caps the interval between reads
+        of the job's region. `notification_topic`: the Pub/Sub topic the job publishes its
+        state changes to (push). Cancelling the caller just stops waiting; the job is not
+        touched.
         """
         project, region, job_id = status.parse_job_name(job_name)
         loop = asyncio.get_running_loop()
@@ -339,28 +329,33 @@ class JobWatcher:
             raise RuntimeError("a JobWatcher is bound to the event loop it was made in; use get_watcher()")
         if self.closed:  # went idle and closed its channel since the caller got it
             return await get_watcher(self.gcp_conn_id, self.impersonation_chain).wait(
-                job_name, stop_states=stop_states, deadline=deadline, poll_interval=poll_interval
+                job_name,
+                stop_states=stop_states,
+                deadline=deadline,
+                poll_interval=poll_interval,
+                notification_topic=notification_topic,
             )
         self.stats["waits"] += 1
         stops = frozenset(stop_states) | status.TERMINAL
-        now = time.monotonic()
         entry = self._jobs.get(job_name)
         if entry is None:
-            entry = _Watched(job_name, f"projects/{project}/locations/{region}", job_id, next_at=now)
+            entry = _Watched(job_name, f"projects/{project}/locations/{region}", job_id)
             self._jobs[job_name] = entry
-            self._by_parent.setdefault(entry.parent, set()).add(entry)
-            self._push(entry)
+            self._by_id.setdefault(job_id, set()).add(entry)
+            self._regions.setdefault(entry.parent, _Region()).members.add(entry)
+            self._schedule(entry, 0.0)  # the first read is a GetJob: consistent, and says createTime
         else:
             self.stats["coalesced"] += 1
             if entry.state is not None and entry.state in stops:
                 return WatchResult("state", job_name, entry.state, entry.job)
+        if notification_topic and entry.topic is None:
+            entry.topic = notification_topic
+            if notification_topic not in self._listeners:
+                self._start_listener(notification_topic)
         waiter = _Waiter(stops, poll_interval, loop.create_future(), loop.create_future())
         if entry.job is not None:
-            waiter.observed.set_result(None)  # the cached read is at most one interval old
+            waiter.observed.set_result(None)  # the cached read is at most one round old
         entry.waiters.add(waiter)
-        if poll_interval is not None and entry.next_at > now + poll_interval and not entry.in_flight:
-            entry.next_at = now + poll_interval
-            self._push(entry)
         self._ensure_running()
         self._wake.set()
         try:
@@ -387,11 +382,54 @@ class JobWatcher:
         hook = await self.get_hook()
         return await hook.cancel_job_async(job_name)
 
+    # ------------------------------------------------------------------ push
+
+    def _start_listener(self, topic: str) -> None:
+        from airflow_batch_streaming.hooks.pubsub import JobNotificationListener
+
+        listener = JobNotificationListener(topic, self._prompt, on_health=lambda _: self._wake.set())
+        self._listeners[topic] = listener  # a refused one stays: one warning, then polling
+
+        async def start() -> None:
+            try:
+                hook = await self.get_hook()
+                listener.credentials = await asyncio.to_thread(hook._client_credentials)
+                await listener.start()
+            except Exception as exc:  # e.g. no credentials: push is an optimisation
+                listener.refused = f"{type(exc).__name__}: {exc}"
+                log.warning("Pub/Sub push on %s is off (%s); waiting falls back to polling", topic, exc)
+
+        self._spawn(start())
+
+    def _prompt(self, prompt: Prompt) -> None:
+        """A job announced a state change: read it at once, or with the window's other prompts."""
+        self.stats["prompts"] += 1
+        for entry in self._by_id.get(prompt.job_id, ()):
+            if not prompt.matches(entry.name, entry.job.uid if entry.job is not None else None):
+                continue
+            stops = set().union(*(w.stop_states for w in entry.waiters))
+            if not pacing.prompt_worth_read(prompt.new_state, stops):
+                continue
+            region = self._regions[entry.parent]
+            region.prompted.add(entry)
+            self._wake.set()
+
+    def _push_healthy(self, region: _Region) -> bool:
+        """Every waited job of the region is covered by a healthy notification stream."""
+        for entry in region.members:
+            listener = self._listeners.get(entry.topic) if entry.topic else None
+            if listener is None or not listener.healthy:
+                return False
+        return True
+
     # ------------------------------------------------------------------ bookkeeping
 
-    def _push(self, entry: _Watched) -> None:
-        entry.version += 1
-        heapq.heappush(self._heap, (entry.next_at, next(self._seq), entry.version, entry))
+    def _schedule(self, entry: _Watched, delay: float) -> None:
+        """One GetJob of the job after `delay` (first reads, retries, `to_get`, prompts)."""
+        if self._jobs.get(entry.name) is entry:
+            entry.next_at = time.monotonic() + delay
+            entry.version += 1
+            heapq.heappush(self._heap, (entry.next_at, next(self._seq), entry.version, entry))
 
     def _unregister(self, entry: _Watched, waiter: _Waiter) -> None:
         entry.waiters.discard(waiter)
@@ -404,11 +442,17 @@ class JobWatcher:
     def _forget(self, entry: _Watched) -> None:
         if self._jobs.get(entry.name) is entry:
             del self._jobs[entry.name]
-            siblings = self._by_parent.get(entry.parent)
-            if siblings is not None:
-                siblings.discard(entry)
-                if not siblings:
-                    del self._by_parent[entry.parent]
+            same_id = self._by_id.get(entry.job_id)
+            if same_id is not None:
+                same_id.discard(entry)
+                if not same_id:
+                    del self._by_id[entry.job_id]
+            region = self._regions.get(entry.parent)
+            if region is not None:
+                region.members.discard(entry)
+                region.prompted.discard(entry)
+                if not region.members:
+                    del self._regions[entry.parent]
 
     def _resolve(self, entry: _Watched, result: WatchResult, *, everyone: bool) -> None:
         for waiter in list(entry.waiters):
@@ -429,30 +473,7 @@ class JobWatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ------------------------------------------------------------------ scheduling
-
-    def _interval(self, entry: _Watched) -> float:
-        fixed = [w.poll_interval for w in entry.waiters if w.poll_interval]
-        if fixed:
-            base = float(min(fixed))
-        else:
-            base = status.adaptive_interval(
-                entry.state,
-                time.time() - (entry.entered_wall or entry.first_seen_wall),
-                fast=self.fast_interval,
-                pending_max=self.pending_max_interval,
-                running_min=self.running_min_interval,
-                running_max=self.running_max_interval,
-                young=self.young_seconds,
-                ramp=self.ramp_seconds,
-            )
-        return base * random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
-
-    def _sweepable(self, entry: _Watched, now: float) -> bool:
-        if self._sweeps_disabled or entry.force_get:
-            return False
-        siblings = self._by_parent.get(entry.parent, ())
-        return len(siblings) >= self.sweep_min_jobs and self._sweep_off_until.get(entry.parent, 0.0) <= now
+    # ------------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
         try:
@@ -484,6 +505,10 @@ class JobWatcher:
         _discard(self)
         for task in list(self._tasks):
             task.cancel()
+        listeners, self._listeners = list(self._listeners.values()), {}
+        for listener in listeners:
+            with contextlib.suppress(BaseException):  # best effort; the subscription expires anyway
+                await listener.close()
         hook, self._hook = self._hook, None
         if hook is not None:
             try:
@@ -491,80 +516,104 @@ class JobWatcher:
             except BaseException:  # closing on a shutting-down loop is best effort
                 log.debug("closing the Batch client failed", exc_info=True)
 
+    def _plans(self) -> dict[str, pacing.Plan]:
+        policy = dataclasses.replace(self.policy, budget_per_minute=self.budget.per_minute)
+        groups = {
+            parent: pacing.Group(len(region.members), region.pages, push=self._push_healthy(region))
+            for parent, region in self._regions.items()
+        }
+        plans = pacing.plan(groups, policy)
+        for parent, planned in plans.items():
+            region = self._regions[parent]
+            mode, interval = planned.mode, planned.interval
+            if region.sweeps_refused or region.sweep_off_until > time.monotonic():
+                mode = "get"
+            fixed = [w.poll_interval for e in region.members for w in e.waiters if w.poll_interval]
+            interval = min([interval, *fixed])
+            if (mode, interval) != (planned.mode, planned.interval):
+                plans[parent] = pacing.Plan(mode, interval, planned.reads_per_round)
+        return plans
+
     def _dispatch(self, now: float) -> float:
-        """Start every due poll the budget allows; seconds until something is due again."""
+        """Start every due round and read the budget allows; seconds until one is due again."""
+        soonest = 3600.0
+        for parent, plan in self._plans().items():
+            region = self._regions[parent]
+            if region.in_flight or self._throttled_until.get(parent, 0.0) > now:
+                soonest = min(soonest, max(self._throttled_until.get(parent, 0.0) - now, 0.05))
+                continue
+            if region.prompted:
+                wait = region.last_prompt_round + self.policy.prompt_window - now
+                if wait <= 0:
+                    region.last_prompt_round = now
+                    self.stats["prompt_rounds"] += 1
+                    # A job being read now stays prompted: that read may predate the change.
+                    for entry in [e for e in region.prompted if not e.in_flight]:
+                        region.prompted.discard(entry)
+                        self._schedule(entry, 0.0)
+                    if region.prompted:
+                        soonest = min(soonest, max(self.policy.prompt_window, 0.01))
+                else:
+                    soonest = min(soonest, wait)
+            due = pacing.due_in(plan, region.last_round, now)
+            if due > 0 or not any(e.job is not None and not e.in_flight for e in region.members):
+                soonest = min(soonest, due if due > 0 else plan.interval)
+                continue
+            region.last_round = now
+            self.stats["rounds"] += 1
+            if plan.mode == "sweep":
+                members = [e for e in region.members if e.job is not None and not e.in_flight]
+                region.in_flight = True
+                for member in members:
+                    member.in_flight = True
+                self._in_flight += 1
+                self._spawn(self._sweep(parent, region, members))
+            else:
+                for entry in region.members:
+                    if not entry.in_flight:
+                        self._schedule(entry, 0.0)
+            soonest = min(soonest, plan.interval)
+        # Single reads: first reads, retries, prompts, jobs a sweep did not return, "get" rounds.
         while self._heap:
             next_at, _, version, entry = self._heap[0]
             if version != entry.version or self._jobs.get(entry.name) is not entry or entry.in_flight:
                 heapq.heappop(self._heap)
                 continue
             if next_at > now:
-                return next_at - now
+                return min(soonest, next_at - now)
             throttled = self._throttled_until.get(entry.parent, 0.0)
             if throttled > now:  # a quota error of this project and region: only its reads wait
                 heapq.heappop(self._heap)
-                entry.next_at = throttled
-                self._push(entry)
+                self._schedule(entry, throttled - now)
                 continue
             if self._in_flight >= self.max_in_flight:
-                return 1.0  # a finishing poll wakes us sooner
-            sweep = self._sweepable(entry, now)
-            if sweep:
-                if entry.parent in self._sweeping:
-                    heapq.heappop(self._heap)
-                    entry.next_at = now + 0.5
-                    self._push(entry)
-                    continue
-                ready_at = self._last_sweep.get(entry.parent, -math.inf) + self.sweep_min_interval
-                if ready_at > now:
-                    heapq.heappop(self._heap)
-                    entry.next_at = ready_at
-                    self._push(entry)
-                    continue
+                return min(soonest, 1.0)  # a finishing read wakes us sooner
             wait = self.budget.try_acquire()
             if wait > 0:
                 self.stats["budget_waits"] += 1
-                return wait
+                return min(soonest, wait)
             heapq.heappop(self._heap)
-            if sweep:
-                members = [e for e in self._by_parent[entry.parent] if not e.in_flight and not e.force_get]
-                for member in members:
-                    member.in_flight = True
-                self._sweeping.add(entry.parent)
-                self._in_flight += 1
-                self._spawn(self._sweep(entry.parent, members))
-            else:
-                entry.in_flight = True
-                self._in_flight += 1
-                self._spawn(self._poll(entry))
-        return 3600.0
+            entry.in_flight = True
+            entry.next_at = math.inf
+            self._in_flight += 1
+            self._spawn(self._poll(entry))
+        return soonest
 
-    def _reschedule(self, entry: _Watched, delay: float) -> None:
-        if self._jobs.get(entry.name) is entry:
-            entry.next_at = time.monotonic() + delay
-            self._push(entry)
-
-    # ------------------------------------------------------------------ polling
+    # ------------------------------------------------------------------ reading
 
     def _observe(self, entry: _Watched, job: Job) -> None:
         pb = type(job).pb(job)
-        state = _state_name(pb.status.state)
-        if state != entry.state:
-            entry.state = state
-            entry.entered_wall = _entered_wall(pb, state)
+        entry.state = _state_name(pb.status.state)
+        if pb.create_time.seconds:
+            entry.create_wall = pb.create_time.seconds + pb.create_time.nanos / 1e9
         entry.job = job
         entry.errors = 0
         entry.first_error_at = None
-        entry.force_get = False
         for waiter in entry.waiters:
             if not waiter.observed.done():
                 waiter.observed.set_result(None)
-        result = WatchResult("state", entry.name, state, job)
-        if state in status.TERMINAL:
-            self._resolve(entry, result, everyone=True)
-            return
-        self._resolve(entry, result, everyone=False)
-        self._reschedule(entry, self._interval(entry))
+        result = WatchResult("state", entry.name, entry.state, job)
+        self._resolve(entry, result, everyone=entry.state in status.TERMINAL)
 
     def _observe_safely(self, entry: _Watched, job: Job) -> None:
         try:
@@ -579,42 +628,37 @@ class JobWatcher:
                 waiter.observed.set_result(None)
         self._resolve(entry, WatchResult(outcome, entry.name, entry.state, entry.job, message), everyone=True)
 
-    def _transient(self, entries: Collection[_Watched], exc: Exception) -> None:
+    def _transient(self, entry: _Watched, exc: Exception) -> None:
         from google.api_core import exceptions as gexc
 
         from airflow_batch_streaming.hooks.batch import BatchStreamingHook
 
         self.stats["transient_errors"] += 1
         now = time.monotonic()
-        delays: list[float] = []
-        for entry in entries:
-            entry.errors += 1
-            entry.first_error_at = entry.first_error_at or now
-            if now - entry.first_error_at > BatchStreamingHook.give_up_after:
-                self._fail(
-                    entry,
-                    "error",
-                    f"the Batch API kept failing for {now - entry.first_error_at:.0f} s while reading "
-                    f"{entry.name}: {type(exc).__name__}: {exc}",
-                )
-                continue
-            delay = BatchStreamingHook.retry_delay(exc, min(entry.errors - 1, 10))
-            delays.append(delay)
-            self._reschedule(entry, delay)
-            if isinstance(exc, gexc.ResourceExhausted):
-                # The read quota is the region's: the other reads of this project+region wait too.
-                until = now + delay / 2
-                self._throttled_until[entry.parent] = max(self._throttled_until.get(entry.parent, 0.0), until)
-        first = next(iter(entries), None)
-        if delays and first is not None and (first.errors == 1 or first.errors % 10 == 0):
-            what = first.name if len(entries) == 1 else f"{len(entries)} jobs of {first.parent}"
+        entry.errors += 1
+        entry.first_error_at = entry.first_error_at or now
+        if now - entry.first_error_at > BatchStreamingHook.give_up_after:
+            self._fail(
+                entry,
+                "error",
+                f"the Batch API kept failing for {now - entry.first_error_at:.0f} s while reading "
+                f"{entry.name}: {type(exc).__name__}: {exc}",
+            )
+            return
+        delay = BatchStreamingHook.retry_delay(exc, min(entry.errors - 1, 10))
+        self._schedule(entry, delay)
+        if isinstance(exc, gexc.ResourceExhausted):
+            # The read quota is the region's: the other reads of this project+region wait too.
+            until = now + delay / 2
+            self._throttled_until[entry.parent] = max(self._throttled_until.get(entry.parent, 0.0), until)
+        if entry.errors == 1 or entry.errors % 10 == 0:
             log.warning(
-                "Reading Batch %s failed (%s: %s); retry %d in %.1f s",
-                what,
+                "Reading Batch job %s failed (%s: %s); retry %d in %.1f s",
+                entry.name,
                 type(exc).__name__,
                 exc,
-                first.errors,
-                min(delays),
+                entry.errors,
+                delay,
             )
 
     async def _poll(self, entry: _Watched) -> None:
@@ -633,7 +677,7 @@ class JobWatcher:
             self._fail(entry, "deleted", f"Batch job {entry.name} does not exist (deleted)")
         except TRANSIENT_ERRORS as exc:
             entry.in_flight = False
-            self._transient([entry], exc)
+            self._transient(entry, exc)
         except Exception as exc:
             entry.in_flight = False
             self.stats["errors"] += 1
@@ -652,8 +696,7 @@ class JobWatcher:
         listed: dict[str, Any] = {}
         token, pages = "", 0
         while True:
-            if pages:
-                await self.budget.acquire()
+            await self.budget.acquire()
             self.stats["list_jobs"] += 1
             jobs, token = await hook.list_jobs_page_async(
                 parent, filter=flt, page_size=self.sweep_page_size, page_token=token, attempts=1
@@ -664,90 +707,63 @@ class JobWatcher:
             if not token:
                 return listed, pages
 
-    async def _recently_finished(
-        self, hook: BatchStreamingHook, parent: str, missing: list[_Watched]
-    ) -> tuple[dict[str, Any], int]:
-        """Jobs of `parent` that ended lately: one listing instead of a GetJob per missing job.
-
-        Best effort: if the API refuses the filter (or fails), the missing jobs are read
-        one by one, which is always correct.
-        """
-        from google.api_core import exceptions as gexc
-
-        if self._finished_sweeps_disabled or len(missing) < 2:
-            return {}, 0
-        since = min(m.last_listed_wall or m.first_seen_wall for m in missing) - self.finished_margin
-        flt = FINISHED_FILTER.format(since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))
-        try:
-            await self.budget.acquire()
-            return await self._list_all(hook, parent, flt)
-        except asyncio.CancelledError:
-            raise
-        except (gexc.InvalidArgument, gexc.MethodNotImplemented) as exc:
-            log.info("Listing finished Batch jobs is not supported here (%s); reading them one by one", exc)
-            self._finished_sweeps_disabled = True
-        except Exception as exc:
-            log.debug("Listing finished Batch jobs of %s failed: %s", parent, exc)
-        return {}, 0
-
     def _read_one_by_one(self, members: list[_Watched]) -> None:
         for member in members:
             member.in_flight = False
-            member.force_get = True
-            self._reschedule(member, 0.0)
+            self._schedule(member, 0.0)
 
-    async def _sweep(self, parent: str, members: list[_Watched]) -> None:
+    async def _sweep(self, parent: str, region: _Region, members: list[_Watched]) -> None:
+        """One listing of the region refreshes every member; those it missed get one GetJob."""
         from google.api_core import exceptions as gexc
 
         try:
             hook = await self.get_hook()
-            started_wall = time.time()
-            listed, pages = await self._list_all(hook, parent, ACTIVE_FILTER)
-            missing = [m for m in members if m.job_id not in listed and self._jobs.get(m.name) is m]
-            finished, more_pages = await self._recently_finished(hook, parent, missing)
-            pages += more_pages
+            while True:
+                chosen = pacing.sweep_filter(
+                    [m.create_wall for m in members], time.time(), recent_refused=region.recent_refused
+                )
+                try:
+                    listed, pages = await self._list_all(hook, parent, chosen.filter)
+                    break
+                except gexc.InvalidArgument:
+                    if not chosen.covers_finished:
+                        raise
+                    # The createTime filter is documented by use (dsub), not by Google: fall back.
+                    log.info("ListJobs refused the createTime filter; sweeping %s by active states", parent)
+                    region.recent_refused = True
         except asyncio.CancelledError:
             raise
         except (gexc.InvalidArgument, gexc.MethodNotImplemented, gexc.PermissionDenied) as exc:
-            # e.g. a filter the API refuses: GetJob still works; stop sweeping.
-            log.warning("Listing Batch jobs of %s failed (%s); polling jobs one by one", parent, exc)
-            self._sweeps_disabled = True
+            log.warning("Listing Batch jobs of %s failed (%s); reading jobs one by one", parent, exc)
+            region.sweeps_refused = True
             self._read_one_by_one(members)
         except Exception as exc:
             # ListJobs failing (an outage, a quota) says nothing about GetJob: read the jobs
             # one by one now, with their own retries, and sweep this region again later.
-            log.warning("Listing Batch jobs of %s failed (%s); polling jobs one by one", parent, exc)
+            log.warning("Listing Batch jobs of %s failed (%s); reading jobs one by one", parent, exc)
             self.stats["sweep_errors"] += 1
-            self._sweep_off_until[parent] = time.monotonic() + self.sweep_off_seconds
+            region.sweep_off_until = time.monotonic() + self.sweep_off_seconds
             self._read_one_by_one(members)
         else:
             self.stats["sweeps"] += 1
-            self._last_sweep[parent] = time.monotonic()
-            found = 0
-            for member in members:
+            region.pages = pages
+            now = time.time()
+            current = [m for m in members if self._jobs.get(m.name) is m]
+            waited = [pacing.Waited(m.job_id, m.create_wall or m.first_seen_wall, m.listed) for m in current]
+            missing = set(pacing.to_get(waited, listed.keys(), now))
+            for member in current:
                 member.in_flight = False
-                if self._jobs.get(member.name) is not member:
-                    continue
-                seen = listed.get(member.job_id) or finished.get(member.job_id)
+                seen = listed.get(member.job_id)
                 if seen is not None:
-                    found += 1
-                    member.last_listed_wall = started_wall
+                    member.listed = True
+                    self.stats["swept_jobs"] += 1
                     self._observe_safely(member, seen)
-                else:
-                    # Deleted, ended long ago, or not listed yet: only GetJob can tell.
-                    member.force_get = True
-                    self._reschedule(member, 0.0)
-            self.stats["swept_jobs"] += found
-            self.stats["swept_finished"] += sum(1 for m in missing if m.job_id in finished)
-            # Listing costs more reads than it saves (more pages than jobs it refreshed, while
-            # enough jobs were watched): poll one by one for a while. A sweep of a few members
-            # (the others being read already) proves nothing.
-            if len(members) >= self.sweep_min_jobs and pages > max(found, 1):
-                self._sweep_off_until[parent] = time.monotonic() + self.sweep_off_seconds
+                elif member.job_id in missing:
+                    self._schedule(member, 0.0)  # ended (active listing) or deleted: GetJob tells
         finally:
             for member in members:
                 member.in_flight = False
-            self._sweeping.discard(parent)
+            region.in_flight = False
             self._in_flight -= 1
             self._wake.set()
 

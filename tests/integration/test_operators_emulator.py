@@ -35,6 +35,7 @@ from airflow_batch_streaming.operators import (
     BatchStreamingPreflightOperator,
 )
 from airflow_batch_streaming.sensors import BatchJobStateSensor
+from airflow_batch_streaming.triggers.pacing import Policy
 from airflow_batch_streaming.triggers.watcher import JobWatcher
 
 pytestmark = pytest.mark.emulator
@@ -88,10 +89,7 @@ def emu(_emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     for knob in ("retry_max_delay", "quota_max_delay"):
         monkeypatch.setattr(BatchStreamingHook, knob, 0.1)
     for knob, value in {
-        "fast_interval": 0.05,
-        "pending_max_interval": 0.1,
-        "running_min_interval": 0.05,
-        "running_max_interval": 0.1,
+        "policy": Policy(floor=0.05, ceiling=0.1, push_floor=0.1, push_ceiling=0.2, prompt_window=0.05),
         "idle_close_after": 0.2,
     }.items():
         monkeypatch.setattr(JobWatcher, knob, value)

@@ -16,6 +16,7 @@ from airflow_batch_streaming.hooks import clients
 from airflow_batch_streaming.hooks.batch import BatchStreamingHook
 from airflow_batch_streaming.triggers import BatchJobStateTrigger
 from airflow_batch_streaming.triggers import watcher as watcher_module
+from airflow_batch_streaming.triggers.pacing import Policy
 from airflow_batch_streaming.triggers.watcher import JobWatcher, get_watcher
 
 pytestmark = pytest.mark.emulator
@@ -37,11 +38,7 @@ def _emu() -> Iterator[Emulator]:
 def fast_watcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Poll in tenths of seconds, retry at once; the logic is the production logic."""
     for knob, value in {
-        "fast_interval": 0.05,
-        "pending_max_interval": 0.1,
-        "running_min_interval": 0.05,
-        "running_max_interval": 0.1,
-        "sweep_min_interval": 0.05,
+        "policy": Policy(floor=0.05, ceiling=0.1, push_floor=0.1, push_ceiling=0.2, prompt_window=0.05),
         "first_poll_grace": 5.0,
         "idle_close_after": 0.2,
     }.items():
@@ -322,7 +319,7 @@ async def test_concurrent_triggers_share_one_client_and_coalesce(
 async def test_many_jobs_of_one_region_are_swept_with_list_jobs(
     emu: Emulator, hook: BatchStreamingHook
 ) -> None:
-    count = JobWatcher.sweep_min_jobs + 10
+    count = 30
     names = [submit(hook, f"swept-{i}", {"emulator-run-ms": "600"}) for i in range(count)]
     before = emu.stats()["calls"]
     watcher = get_watcher()
@@ -331,11 +328,11 @@ async def test_many_jobs_of_one_region_are_swept_with_list_jobs(
     calls = emu.stats()["calls"]
     assert watcher.stats["sweeps"] >= 1
     assert calls["ListJobs"] - before.get("ListJobs", 0) == watcher.stats["list_jobs"]
-    # A job that left the active listing ends through the listing of recently finished jobs,
-    # or (when alone) through one GetJob: never both, never polled one by one.
+    # One GetJob each (the first read, consistent where ListJobs lags); then the createTime
+    # listing, which shows finished jobs too, ends them: no job is polled one by one.
     get_jobs = calls.get("GetJob", 0) - before.get("GetJob", 0)
-    assert get_jobs + watcher.stats["swept_finished"] == count
-    assert watcher.stats["swept_finished"] > 0
+    assert get_jobs == count
+    assert watcher.stats["swept_jobs"] >= count
 
 
 async def test_swept_jobs_missing_from_a_lagging_list_end_right(
@@ -344,7 +341,7 @@ async def test_swept_jobs_missing_from_a_lagging_list_end_right(
     """Google's ListJobs lags creation; a sweep that does not see a watched job must read it by
     name (GetJob), never take it for gone: every trigger still reports its job's true end."""
     emu.timings(list_lag=5)
-    count = JobWatcher.sweep_min_jobs + 5
+    count = 25
     names = [submit(hook, f"lagged-{i}", {"emulator-run-ms": "400"}) for i in range(count)]
     names.append(submit(hook, "lagged-fails", {"emulator-outcome": "fail", "emulator-exit-code": "4"}))
     events = await asyncio.gather(*(event_of(BatchJobStateTrigger(job_name=name)) for name in names))
@@ -353,12 +350,14 @@ async def test_swept_jobs_missing_from_a_lagging_list_end_right(
 
 
 async def test_a_refused_sweep_falls_back_to_get_job(emu: Emulator, hook: BatchStreamingHook) -> None:
-    count = JobWatcher.sweep_min_jobs
-    names = [submit(hook, f"unswept-{i}") for i in range(count)]
-    emu.fault("ListJobs", "INVALID_ARGUMENT", count=1, message="filter not supported")
+    """INVALID_ARGUMENT on the createTime filter: the sweep falls back to the active states'
+    filter; refused too, the region is read with GetJob only."""
+    count = 20
+    names = [submit(hook, f"unswept-{i}", {"emulator-run-ms": "800"}) for i in range(count)]
+    emu.fault("ListJobs", "INVALID_ARGUMENT", count=2, message="filter not supported")
     events = await asyncio.gather(*(event_of(BatchJobStateTrigger(job_name=name)) for name in names))
     assert [e["status"] for e in events] == ["success"] * count
-    assert emu.stats()["calls"]["ListJobs"] == 1
+    assert emu.stats()["calls"]["ListJobs"] == 2  # createTime refused, active refused, then GetJob only
 
 
 async def test_read_budget_stretches_polls(emu: Emulator, hook: BatchStreamingHook) -> None:

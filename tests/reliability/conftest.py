@@ -51,16 +51,15 @@ from airflow_batch_streaming.registry import clear_cache
 from airflow_batch_streaming.testing import LocalRegistry, tar_layer
 from airflow_batch_streaming.testing.registry import StaticRegistry
 from airflow_batch_streaming.triggers import watcher as watcher_module
+from airflow_batch_streaming.triggers.pacing import Policy
 from airflow_batch_streaming.triggers.watcher import JobWatcher
 
 DAGS = Path(__file__).resolve().parent / "dags"
 
+#: pacing's rules on a clock of tenths of seconds.
+FAST_POLICY = Policy(floor=0.05, ceiling=0.1, push_floor=0.1, push_ceiling=0.2, prompt_window=0.05)
 WATCHER_KNOBS = {
-    "fast_interval": 0.05,
-    "pending_max_interval": 0.1,
-    "running_min_interval": 0.05,
-    "running_max_interval": 0.1,
-    "sweep_min_interval": 0.05,
+    "policy": FAST_POLICY,
     "first_poll_grace": 5.0,
     "idle_close_after": 0.2,
 }

@@ -42,7 +42,7 @@ from airflow_batch_streaming.hooks.batch import BatchStreamingHook
 from airflow_batch_streaming.links import BATCH_JOB_XCOM_KEY
 from airflow_batch_streaming.operators import BatchStreamingJobOperator
 from airflow_batch_streaming.sensors import BatchJobStateSensor
-from airflow_batch_streaming.triggers.watcher import JobWatcher, get_watcher
+from airflow_batch_streaming.triggers.watcher import get_watcher
 
 pytestmark = pytest.mark.emulator
 
@@ -85,8 +85,7 @@ async def test_bursts_of_transient_errors_end_with_each_jobs_true_state(
     The burst lasts longer than the jobs (about 3.5 s): every wait, and every read made to
     report a failure, happens inside it.
     """
-    # Sweep from 2 jobs on, so the triggers' reads go through ListJobs as well as GetJob.
-    monkeypatch.setattr(JobWatcher, "sweep_min_jobs", 2)
+    # Pacing sweeps from 2 jobs of a region on: the triggers' reads go through ListJobs as well.
     per_rule = 1 - (2 / 3) ** (1 / len(TRANSIENT_CODES))  # three rules, a third in all
     for method in ("GetJob", "ListJobs", "ListTasks"):
         for code in TRANSIENT_CODES:

@@ -28,7 +28,6 @@ from reliability_support import (
 from airflow_batch_streaming.emulator import Emulator
 from airflow_batch_streaming.hooks.batch import BatchStreamingHook
 from airflow_batch_streaming.triggers import BatchJobStateTrigger
-from airflow_batch_streaming.triggers.watcher import JobWatcher
 
 pytestmark = pytest.mark.emulator
 
@@ -69,7 +68,7 @@ def test_list_jobs_refused_for_minutes_every_waiter_gets_its_true_final_state(
 ) -> None:
     monkeypatch.setattr(BatchStreamingHook, "give_up_after", 2.0)  # what the sweep failure must not hit
     hook = BatchStreamingHook()
-    count = JobWatcher.sweep_min_jobs + 5  # enough jobs of one region to sweep them
+    count = 25  # enough jobs of one region to sweep them
     names: dict[str, str] = {}
     for i in range(count):
         outcome = "fail" if i % 3 == 0 else "succeed"

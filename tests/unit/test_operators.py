@@ -870,3 +870,20 @@ def test_tail_output_waits_for_lines_still_being_ingested() -> None:
     reads.clear()
     _common.tail_output(fake, job, 20, sleep=slept.append)
     assert len(reads) == 1
+
+
+def test_notification_topic_adds_the_job_notification_and_reaches_the_trigger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topic = "projects/p/topics/batch-events"
+    monkeypatch.setenv("BATCH_STREAMING_NOTIFICATION_TOPIC", topic)  # the configured default
+    rest = make_op().build_job(context(FakeTI()))
+    assert rest["notifications"] == [{"pubsubTopic": topic, "message": {"type": "JOB_STATE_CHANGED"}}]
+    assert "notifications" not in make_op(notification_topic="").build_job(context(FakeTI()))  # off
+    given = make_op(notifications=[{"pubsub_topic": topic, "new_job_state": "FAILED"}])
+    assert len(given.build_job(context(FakeTI()))["notifications"]) == 1  # the user's own stands
+    with pytest.raises(TaskDeferred) as info:
+        make_op(FakeHook(), deferrable=True).execute(context())
+    assert info.value.trigger.serialize()[1]["notification_topic"] == topic
+    with pytest.raises(SpecError, match="notifications"):
+        make_op(notification_topic="my-topic")

@@ -104,6 +104,7 @@ def test_defaults_and_serialize_round_trip() -> None:
         "end_time": None,
         "cancel_on_kill": True,
         "cancel_on_timeout": True,
+        "notification_topic": None,
     }
 
 
@@ -118,8 +119,10 @@ def test_serialize_round_trip_keeps_every_argument() -> None:
         end_time=1_900_000_000.5,
         cancel_on_kill=False,
         cancel_on_timeout=False,
+        notification_topic="projects/p/topics/batch-events",
     )
     classpath, kwargs = trigger.serialize()
+    assert kwargs["notification_topic"] == "projects/p/topics/batch-events"
     assert json.loads(json.dumps(kwargs)) == kwargs
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
@@ -319,74 +322,70 @@ def test_trigger_module_names_its_defaults() -> None:
     assert "CANCELLATION_IN_PROGRESS" not in trigger_module.DEFAULT_FAILURE_STATES
 
 
-# ------------------------------------------------------------------ adaptive intervals
+# ------------------------------------------------------------------ pacing of rounds
 
 
-def _interval_of(state: str | None, age: float, *, fixed: float | None = None) -> float:
+def test_poll_interval_caps_its_regions_round_and_pacing_sets_the_rest() -> None:
+    from airflow_batch_streaming.triggers.pacing import Policy
+
     loop = asyncio.new_event_loop()
     try:
         watcher = watcher_module.JobWatcher(loop, budget=ReadBudget(6000))
-        entry = watcher_module._Watched(NAME, "projects/my-proj/locations/us-central1", "train-1")
-        entry.state = state
-        entry.entered_wall = time.time() - age
-        if fixed is not None:
-            waiter = watcher_module._Waiter(frozenset(), fixed, loop.create_future(), loop.create_future())
-            entry.waiters.add(waiter)
-        return watcher._interval(entry)
+        watcher.policy = Policy()  # the production pacing
+        for i, fixed in enumerate((None, 2.0)):
+            parent = f"projects/p{i}/locations/us-central1"
+            entry = watcher_module._Watched(f"{parent}/jobs/j", parent, "j")
+            entry.waiters.add(
+                watcher_module._Waiter(frozenset(), fixed, loop.create_future(), loop.create_future())
+            )
+            watcher._regions[parent] = watcher_module._Region(members={entry})
+        plans = watcher._plans()
+        assert plans["projects/p0/locations/us-central1"].interval == watcher.policy.ceiling  # one wait: 8 s
+        assert plans["projects/p1/locations/us-central1"].interval == 2.0
+        assert {p.mode for p in plans.values()} == {"get"}  # one job: a GetJob is the cheaper round
     finally:
         loop.close()
-
-
-@pytest.mark.parametrize(
-    ("state", "age", "low", "high"),
-    [
-        ("QUEUED", 10, 4.0, 6.0),  # young and waiting: fast
-        ("SCHEDULED", 60, 4.0, 6.0),
-        (None, 0, 4.0, 6.0),  # not read yet
-        ("QUEUED", 3600, 24.0, 36.0),  # queued for an hour: slower
-        ("RUNNING", 0, 8.0, 12.0),
-        ("RUNNING", 300, 28.0, 42.0),
-        ("RUNNING", 7200, 48.0, 72.0),  # long-running: up to a minute
-        ("CANCELLATION_IN_PROGRESS", 5, 4.0, 6.0),
-    ],
-)
-def test_adaptive_interval(state: str | None, age: float, low: float, high: float) -> None:
-    for _ in range(20):
-        assert low <= _interval_of(state, age) <= high
-
-
-def test_fixed_poll_interval_is_only_jittered() -> None:
-    for _ in range(20):
-        assert 8.0 <= _interval_of("RUNNING", 7200, fixed=10) <= 12.0
 
 
 # ------------------------------------------------------------------ sweeps (fake hook)
 
 
 class FakeAsyncHook:
-    """Jobs in memory; ListJobs understands only the watcher's two filters."""
+    """Jobs in memory, created a minute ago; ListJobs understands the watcher's two filters."""
 
-    def __init__(self, states: dict[str, str], *, refuse_finished: bool = False) -> None:
+    def __init__(self, states: dict[str, str], *, refuse_recent: bool = False) -> None:
         from google.cloud import batch_v1
+        from google.protobuf import timestamp_pb2
 
+        created = timestamp_pb2.Timestamp(seconds=int(time.time()) - 60)
         self.jobs = {
-            name: batch_v1.Job(name=name, status=batch_v1.JobStatus(state=batch_v1.JobStatus.State[state]))
+            name: batch_v1.Job(
+                name=name,
+                create_time=created,
+                status=batch_v1.JobStatus(state=batch_v1.JobStatus.State[state]),
+            )
             for name, state in states.items()
         }
-        self.refuse_finished = refuse_finished
+        self.refuse_recent = refuse_recent
         self.calls: list[str] = []
+
+    def set_all(self, state: str) -> None:
+        from google.cloud import batch_v1
+
+        for job in self.jobs.values():
+            job.status.state = batch_v1.JobStatus.State[state]
 
     async def list_jobs_page_async(self, parent: str, *, filter: str, **_: Any) -> tuple[list[Any], str]:
         from google.api_core import exceptions as gexc
 
-        finished = "update_time" in filter
-        self.calls.append("list-finished" if finished else "list-active")
-        if finished and self.refuse_finished:
-            raise gexc.InvalidArgument("unsupported field update_time")
+        recent = "createTime" in filter
+        self.calls.append("list-recent" if recent else "list-active")
+        if recent and self.refuse_recent:
+            raise gexc.InvalidArgument("unsupported field createTime")
         jobs = [
             job
             for job in self.jobs.values()
-            if (job.status.state.name in status_module.TERMINAL) == finished and job.name.startswith(parent)
+            if (recent or job.status.state.name not in status_module.TERMINAL) and job.name.startswith(parent)
         ]
         return jobs, ""
 
@@ -402,47 +401,72 @@ class FakeAsyncHook:
         pass
 
 
-async def _wait_all(hook: FakeAsyncHook, names: list[str]) -> list[WatchResult]:
+@pytest.fixture(autouse=True)
+def fast_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_batch_streaming.triggers.pacing import Policy
+
+    monkeypatch.setattr(
+        watcher_module.JobWatcher, "policy", Policy(floor=0.05, ceiling=0.1, prompt_window=0.05)
+    )
+
+
+async def _wait_all(hook: FakeAsyncHook, names: list[str], then: str | None = None) -> list[WatchResult]:
+    """Wait on every job; once each was read (a GetJob each), move them all to `then`."""
     watcher = watcher_module.JobWatcher(asyncio.get_running_loop(), budget=ReadBudget(60_000))
     watcher._hook = hook  # type: ignore[assignment]
     watcher._hook_made = time.monotonic()
-    return list(await asyncio.gather(*(watcher.wait(name) for name in names)))
+    waits = asyncio.gather(*(watcher.wait(name) for name in names))
+    if then is not None:
+        while hook.calls.count("get") < len(names):
+            await asyncio.sleep(0.005)
+        hook.set_all(then)
+    return list(await asyncio.wait_for(waits, 10))
 
 
 PARENT = "projects/my-proj/locations/us-central1"
 
 
-async def test_sweep_ends_finished_jobs_without_get_job() -> None:
-    names = [f"{PARENT}/jobs/done-{i}" for i in range(25)]
-    hook = FakeAsyncHook(dict.fromkeys(names, "SUCCEEDED"))
-    results = await _wait_all(hook, names)
+async def test_first_reads_are_get_job_then_one_listing_ends_every_job() -> None:
+    names = [f"{PARENT}/jobs/run-{i}" for i in range(25)]
+    hook = FakeAsyncHook(dict.fromkeys(names, "RUNNING"))
+    results = await _wait_all(hook, names, then="SUCCEEDED")
     assert {(r.outcome, r.state) for r in results} == {("state", "SUCCEEDED")}
-    assert hook.calls == ["list-active", "list-finished"]
+    assert hook.calls[:25] == ["get"] * 25
+    # Then listings only: createTime covers finished jobs, so none needs a GetJob of its own.
+    assert set(hook.calls[25:]) == {"list-recent"}
 
 
-async def test_refused_finished_listing_falls_back_to_get_job() -> None:
-    names = [f"{PARENT}/jobs/done-{i}" for i in range(25)]
-    hook = FakeAsyncHook(dict.fromkeys(names, "FAILED"), refuse_finished=True)
-    results = await _wait_all(hook, names)
+async def test_refused_create_time_filter_falls_back_to_the_active_listing() -> None:
+    names = [f"{PARENT}/jobs/run-{i}" for i in range(25)]
+    hook = FakeAsyncHook(dict.fromkeys(names, "RUNNING"), refuse_recent=True)
+    results = await _wait_all(hook, names, then="FAILED")
     assert {(r.outcome, r.state) for r in results} == {("state", "FAILED")}
-    assert hook.calls[:2] == ["list-active", "list-finished"]
-    assert hook.calls[2:] == ["get"] * 25
+    assert hook.calls[25:27] == ["list-recent", "list-active"]
+    assert "list-recent" not in hook.calls[27:]  # refused once, never asked again
+    # Jobs that left the active listing are read once each (pacing.to_get).
+    assert hook.calls[-25:] == ["get"] * 25
 
 
-async def test_job_missing_from_every_listing_is_read_and_found_deleted() -> None:
-    names = [f"{PARENT}/jobs/done-{i}" for i in range(24)]
-    hook = FakeAsyncHook(dict.fromkeys(names, "SUCCEEDED"))
-    gone = f"{PARENT}/jobs/gone"
-    results = await _wait_all(hook, [*names, gone])
-    assert results[-1].outcome == "deleted"
-    assert hook.calls == ["list-active", "list-finished", "get"]
+async def test_job_deleted_while_waited_is_read_and_found_deleted() -> None:
+    names = [f"{PARENT}/jobs/run-{i}" for i in range(3)]
+    hook = FakeAsyncHook(dict.fromkeys(names, "RUNNING"))
+    watcher = watcher_module.JobWatcher(asyncio.get_running_loop(), budget=ReadBudget(60_000))
+    watcher._hook, watcher._hook_made = hook, time.monotonic()  # type: ignore[assignment]
+    waits = asyncio.gather(*(watcher.wait(name) for name in names))
+    while hook.calls.count("list-recent") < 1:
+        await asyncio.sleep(0.005)
+    del hook.jobs[names[0]]
+    hook.set_all("SUCCEEDED")
+    results = await asyncio.wait_for(waits, 10)
+    assert [r.outcome for r in results] == ["deleted", "state", "state"]
+    assert hook.calls[-1] == "get" or hook.calls.count("get") == 4  # the vanished job: one GetJob
 
 
-async def test_few_jobs_are_read_one_by_one() -> None:
-    names = [f"{PARENT}/jobs/done-{i}" for i in range(3)]
-    hook = FakeAsyncHook(dict.fromkeys(names, "SUCCEEDED"))
-    await _wait_all(hook, names)
-    assert hook.calls == ["get"] * 3
+async def test_one_job_is_read_with_get_job() -> None:
+    names = [f"{PARENT}/jobs/alone"]
+    hook = FakeAsyncHook(dict.fromkeys(names, "RUNNING"))
+    await _wait_all(hook, names, then="SUCCEEDED")
+    assert set(hook.calls) == {"get"} and len(hook.calls) >= 2
 
 
 class OutageHook(FakeAsyncHook):
@@ -461,12 +485,13 @@ class OutageHook(FakeAsyncHook):
 async def test_a_failing_sweep_falls_back_to_get_job_at_once(kind: str) -> None:
     from google.api_core import exceptions as gexc
 
-    names = [f"{PARENT}/jobs/done-{i}" for i in range(25)]
-    hook = OutageHook(dict.fromkeys(names, "FAILED"), getattr(gexc, kind)("listing is down"))
+    names = [f"{PARENT}/jobs/run-{i}" for i in range(25)]
+    hook = OutageHook(dict.fromkeys(names, "RUNNING"), getattr(gexc, kind)("listing is down"))
     started = time.monotonic()
-    results = await asyncio.wait_for(_wait_all(hook, names), 10)
+    results = await _wait_all(hook, names, then="FAILED")
     assert {(r.outcome, r.state) for r in results} == {("state", "FAILED")}
-    assert hook.calls == ["list"] + ["get"] * 25  # one failed sweep, then each job read once
+    assert hook.calls[25:51] == ["list"] + ["get"] * 25  # one failed sweep, then each job read once
+    assert "list" not in hook.calls[26:]  # the region is not swept again for a while
     assert time.monotonic() - started < 5
 
 
