@@ -42,7 +42,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
-from airflow_batch_streaming.registry import (
+from airflow_batch_streaming.oci import (
     MEDIA_TYPE_DOCKER_CONFIG,
     MEDIA_TYPE_DOCKER_LAYER,
     MEDIA_TYPE_DOCKER_LIST,
