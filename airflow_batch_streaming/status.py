@@ -190,6 +190,21 @@ def state_of(job: Any) -> str:
     return _enum_name(_get(_get(rest, "status", {}), "state"), STATES)
 
 
+def notification_topic(job: Any) -> str | None:
+    """The Pub/Sub topic the job announces its state changes to (a job-level `JOB_STATE_CHANGED`
+    notification, or one naming a `newJobState`), else None: what a wait can listen on (push)."""
+    for notification in _get(as_rest(job), "notifications", []) or []:
+        message = _get(notification, "message", {}) or {}
+        kind = _get(message, "type") or "TYPE_UNSPECIFIED"
+        job_level = kind == "JOB_STATE_CHANGED" or (
+            kind == "TYPE_UNSPECIFIED" and bool(_get(message, "newJobState"))
+        )
+        topic = _get(notification, "pubsubTopic")
+        if topic and job_level:
+            return str(topic)
+    return None
+
+
 def is_terminal(state: str) -> bool:
     return state in TERMINAL
 

@@ -49,6 +49,8 @@ class BatchJobStateSensor(BaseSensorOperator):
     :param failure_states: states that fail the sensor with ``BatchJobFailedError`` (or
         ``BatchJobCancelledError`` for CANCELLED / DELETION_IN_PROGRESS).
     :param deferrable: wait in the triggerer (``poke_interval`` becomes its poll interval).
+        When the job has a ``JOB_STATE_CHANGED`` Pub/Sub notification (the job operator's
+        ``notification_topic``), the triggerer listens on that topic too (push).
     :param failure_log_lines: how many of the job's last output lines a failure shows.
     :param gcp_conn_id: Airflow connection to Google Cloud.
     :param impersonation_chain: service account(s) to impersonate.
@@ -87,6 +89,7 @@ class BatchJobStateSensor(BaseSensorOperator):
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
         self._links_pushed = False
+        self._topic: str | None = None  # the job's notification topic, from the last poke
         problems = check_states(target_states, failure_states) + check_log_lines(failure_log_lines)
         if problems:
             raise ValueError(f"task {self.task_id!r}: " + "; ".join(problems))
@@ -126,6 +129,7 @@ class BatchJobStateSensor(BaseSensorOperator):
             self.log.warning("Reading job %s failed (%s); will poke again", self.job_name, error)
             return False
         summary = status.summarize(job)
+        self._topic = status.notification_topic(job)
         if not self._links_pushed:
             persist_job_links(context, summary, project_id=summary["project_id"], region=summary["region"])
             self._links_pushed = True
@@ -167,6 +171,7 @@ class BatchJobStateSensor(BaseSensorOperator):
             end_time=end_time,
             cancel_on_kill=False,
             cancel_on_timeout=False,
+            notification_topic=self._topic,
         )
         self.log.info("Deferring: the triggerer waits for job %s", self.job_name)
         self.defer(

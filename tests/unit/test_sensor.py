@@ -129,6 +129,24 @@ def test_deferrable_pokes_once_then_defers_without_owning_the_job() -> None:
     assert info.value.method_name == "execute_complete"
 
 
+def test_deferrable_listens_on_the_jobs_notification_topic() -> None:
+    """Push for a job the sensor does not own: the topic comes from the job's own notifications."""
+    topic = "projects/p/topics/batch-job-states"
+    fake = FakeHook()
+    job = fake.add_job("j", "RUNNING")
+    for notifications, want in [
+        ([], None),
+        ([{"pubsubTopic": topic, "message": {"type": "TASK_STATE_CHANGED"}}], None),
+        ([{"pubsubTopic": topic}], None),  # no message: Batch sends nothing
+        ([{"pubsubTopic": topic, "message": {"type": "JOB_STATE_CHANGED"}}], topic),
+        ([{"pubsubTopic": topic, "message": {"newJobState": "SUCCEEDED"}}], topic),
+    ]:
+        job["notifications"] = notifications
+        with pytest.raises(TaskDeferred) as info:
+            sensor(fake, deferrable=True).execute(context())
+        assert info.value.trigger.serialize()[1]["notification_topic"] == want, notifications
+
+
 def test_deferrable_does_not_defer_a_finished_job() -> None:
     fake = FakeHook()
     fake.add_job("j", "SUCCEEDED")
