@@ -17,6 +17,8 @@
     POST /v1/reset    forget jobs, logs, operations, stats, faults, secrets; quotas, APIs and
                       timings to defaults
     GET  /v1/healthz
+    GET  /v1/pubsub, /v1/pubsub/subscriptions; POST /v1/pubsub/faults, /v1/pubsub/advance
+                      (emulator/pubsub.py)
 
 `after_effect: true` lets the call take effect and then fails it: a lost response, the case
 that makes request IDs necessary.
@@ -330,6 +332,11 @@ class AdminClient:
             if value is not None:
                 spec[key] = value
         result: list[dict[str, Any]] = self._admin("POST", "/v1/faults", spec)
+        return result
+
+    def pubsub_subscriptions(self) -> list[dict[str, Any]]:
+        """Every Pub/Sub subscription made since the last reset (`PubSub.subscriptions`)."""
+        result: list[dict[str, Any]] = self._admin("GET", "/v1/pubsub/subscriptions")
         return result
 
     def clear_faults(self) -> None:

@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds before ListJobs shows a new job and ListTasks a scheduled job's tasks, as "
         "Google's eventually consistent lists do (default 0)",
     )
+    p.add_argument(
+        "--pubsub-topic",
+        action="append",
+        default=[],
+        metavar="projects/P/topics/T",
+        help="create this Pub/Sub topic at start (repeatable), e.g. for notification_topic",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for rate-based faults")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     return p
@@ -80,6 +87,15 @@ def main(argv: list[str]) -> int:
         max_processes=args.max_processes,
         seed=args.seed,
     )
+    from airflow_batch_streaming.emulator.common import ApiError
+    from airflow_batch_streaming.emulator.pubsub import Topic
+
+    try:
+        for topic in args.pubsub_topic:
+            emulator.state.pubsub.create_topic(Topic(name=topic))
+    except ApiError as exc:
+        sys.stderr.write(f"airflow-batch-streaming emulator: --pubsub-topic: {exc.message}\n")
+        return 2
     try:
         emulator.start()
     except OSError as exc:

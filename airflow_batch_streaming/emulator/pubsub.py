@@ -18,6 +18,11 @@ As Pub/Sub does (docs "Subscription properties", "Filter messages", "Lease manag
 - delivery is at least once: an unacknowledged message is redelivered when its lease ends,
   ModifyAckDeadline 0 redelivers it at once, acks of unknown or expired ack IDs are ignored.
 
+Admin `GET /v1/pubsub/subscriptions` (`subscriptions()`) reports every subscription made
+since the last reset, live or ended: its state, expiration, deliveries, acks, the
+attributes of the messages it acknowledged (the last 1,000) and the peers of its open
+streams; read-only, for tests that check who heard what.
+
 Faults (admin `POST /v1/pubsub/faults`, or `faults()`): drop or duplicate published
 messages, a `count` of them or a `rate` of them. gRPC faults (PERMISSION_DENIED on
 CreateSubscription, UNAVAILABLE on StreamingPull, ...) use the emulator's `/v1/faults`.
@@ -59,6 +64,7 @@ SUBSCRIBER = "google.pubsub.v1.Subscriber"
 DAY_NS = 86_400 * 1_000_000_000
 DEFAULT_TTL_NS = 31 * DAY_NS
 MAX_FILTER_BYTES = 256
+_ACKED_KEPT = 1000
 
 Topic = types.Topic.pb()
 Subscription = types.Subscription.pb()
@@ -269,6 +275,28 @@ class _Sub:
     pending: deque[_Message] = field(default_factory=deque)
     leases: dict[str, _Lease] = field(default_factory=dict)
     deleted: bool = False
+    #: "active", then "deleted" or "expired" (reported by `subscriptions()`).
+    state: str = "active"
+    delivered: int = 0
+    acked: deque[_Message] = field(default_factory=lambda: deque(maxlen=_ACKED_KEPT))
+    acked_count: int = 0
+    #: Open StreamingPull calls: stream number -> the client's gRPC peer (`ipv4:127.0.0.1:PORT`).
+    streams: dict[int, str] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        policy = self.pb.expiration_policy
+        return {
+            "name": self.name,
+            "topic": self.topic,
+            "state": self.state,
+            "expiration_ttl_seconds": policy.ttl.seconds if policy.HasField("ttl") else None,
+            "labels": dict(self.pb.labels),
+            "filter": self.pb.filter,
+            "delivered": self.delivered,
+            "acked": self.acked_count,
+            "acked_messages": [dict(m.attributes) for m in self.acked],
+            "open_streams": sorted(self.streams.values()),
+        }
 
 
 @dataclass
@@ -284,6 +312,7 @@ class PubSub:
         self.cond = threading.Condition()
         self.topics: dict[str, Any] = {}
         self.subs: dict[str, _Sub] = {}
+        self.history: list[_Sub] = []  # every subscription made since the last reset
         self.stats: Counter[str] = Counter()
         self.offset_ns = 0
         self._faults: dict[str, _Fault] = {}
@@ -303,6 +332,7 @@ class PubSub:
                 sub.deleted = True
             self.topics.clear()
             self.subs.clear()
+            self.history.clear()
             self.stats.clear()
             self._faults.clear()
             self._pending.clear()
@@ -356,6 +386,12 @@ class PubSub:
                 "faults": self.describe_faults(),
             }
 
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription made since the last reset, in creation order (see the module doc)."""
+        with self.cond:
+            self._expire()
+            return [sub.report() for sub in self.history]
+
     def admin_routes(self) -> dict[str, Callable[[Any], Any]]:
         def advance(body: Any) -> Any:
             if not isinstance(body, Mapping) or not isinstance(body.get("seconds"), int | float):
@@ -367,6 +403,7 @@ class PubSub:
 
         return {
             "GET /v1/pubsub": lambda _: self.snapshot(),
+            "GET /v1/pubsub/subscriptions": lambda _: self.subscriptions(),
             "POST /v1/pubsub/faults": lambda body: self.faults(body or {}),
             "DELETE /v1/pubsub/faults": clear,
             "POST /v1/pubsub/advance": advance,
@@ -391,7 +428,8 @@ class PubSub:
             s.name for s in self.subs.values() if s.ttl_ns is not None and now - s.last_active_ns >= s.ttl_ns
         ]
         for name in gone:
-            self.subs.pop(name).deleted = True
+            sub = self.subs.pop(name)
+            sub.deleted, sub.state = True, "expired"
             self.stats["subscriptions_expired"] += 1
         if gone:
             self.cond.notify_all()
@@ -422,12 +460,16 @@ class PubSub:
             ack_id = f"{secrets.token_hex(8)}-{message.message_id}"
             sub.leases[ack_id] = _Lease(message, now + sub.ack_deadline_ns, stream)
             out.append(types.ReceivedMessage.pb()(ack_id=ack_id, message=message.render()))
+        sub.delivered += len(out)
         self.stats["delivered"] += len(out)
         return out
 
     def _ack(self, sub: _Sub, ack_ids: Any) -> None:
         for ack_id in ack_ids:
-            if sub.leases.pop(ack_id, None) is not None:
+            lease = sub.leases.pop(ack_id, None)
+            if lease is not None:
+                sub.acked.append(lease.message)
+                sub.acked_count += 1
                 self.stats["acked"] += 1
 
     def _modack(self, sub: _Sub, ack_ids: Any, seconds: Any) -> None:
@@ -668,9 +710,9 @@ class PubSub:
             if not request.HasField("message_retention_duration"):
                 pb.message_retention_duration.seconds = 7 * 86_400
             pb.state = types.Subscription.State.ACTIVE
-            self.subs[name] = _Sub(
-                name, request.topic, pb, predicate, seconds_ns(deadline), ttl_ns, self.now()
-            )
+            sub = _Sub(name, request.topic, pb, predicate, seconds_ns(deadline), ttl_ns, self.now())
+            self.subs[name] = sub
+            self.history.append(sub)
             self.stats["subscriptions_created"] += 1
             return pb
 
@@ -682,7 +724,7 @@ class PubSub:
         with self.cond:
             sub = self._sub(request.subscription)
             del self.subs[sub.name]
-            sub.deleted = True
+            sub.deleted, sub.state = True, "deleted"
             self.stats["subscriptions_deleted"] += 1
             self.cond.notify_all()
             return empty_pb2.Empty()
@@ -753,7 +795,9 @@ class PubSub:
         stream = next(self._streams)
         limit = first.max_outstanding_messages or 1000
         closed = threading.Event()
-        self.stats["streams_opened"] += 1
+        with self.cond:
+            sub.streams[stream] = context.peer()
+            self.stats["streams_opened"] += 1
 
         def read() -> None:
             try:
@@ -794,6 +838,7 @@ class PubSub:
                     if lease.stream == stream:
                         del sub.leases[ack_id]
                         sub.pending.appendleft(lease.message)
+                sub.streams.pop(stream, None)
                 self.stats["streams_closed"] += 1
                 self.cond.notify_all()
 

@@ -246,3 +246,56 @@ def test_scheduled_job_states_follow_a_changed_future(publisher, subscriber, pub
         .message.data.decode()
         .endswith("previousState=CANCELLATION_IN_PROGRESS, currentState=CANCELLED")
     )
+
+
+def test_subscriptions_report_who_heard_what(publisher, subscriber, pubsub: Emulator) -> None:
+    """`GET /v1/pubsub/subscriptions`: every subscription since the reset, with its open streams'
+    peers and the messages it acknowledged; what the full-stack test reads."""
+    publisher.create_topic(name=TOPIC)
+    ttl = duration_pb2.Duration(seconds=86400)
+    sub = _sub(subscriber, "heard", expiration_policy={"ttl": ttl}, labels={"managed-by": "me"})
+    idle = _sub(subscriber, "idle")
+    acked: list[str] = []
+
+    def callback(message: pubsub_v1.subscriber.message.Message) -> None:
+        acked.append(message.attributes["JobUID"])
+        message.ack()
+
+    future = subscriber.subscribe(sub, callback)
+    try:
+        end = time.monotonic() + 10
+        while not pubsub.pubsub_subscriptions()[0]["open_streams"] and time.monotonic() < end:
+            time.sleep(0.05)
+        job = "projects/1/locations/r/jobs/j"
+        pubsub.state.pubsub.publish_job_state(TOPIC, job_name=job, job_uid="u", new_state="SUCCEEDED")
+        while pubsub.pubsub_subscriptions()[0]["acked"] < 1 and time.monotonic() < end:
+            time.sleep(0.05)
+        heard, quiet = pubsub.pubsub_subscriptions()
+        assert [p.split(":")[0] for p in heard["open_streams"]] == ["ipv4"]
+    finally:
+        future.cancel()
+        future.result(timeout=10)
+    subscriber.delete_subscription(subscription=sub)
+    heard, quiet = pubsub.pubsub_subscriptions()
+    assert acked == ["u"]
+    assert heard["name"] == sub and heard["state"] == "deleted" and heard["open_streams"] == []
+    assert heard["delivered"] == heard["acked"] == 1 and heard["labels"] == {"managed-by": "me"}
+    assert heard["acked_messages"] == [
+        {"Type": "JOB_STATE_CHANGED", "NewJobState": "SUCCEEDED", "JobName": job, "JobUID": "u"}
+    ]
+    assert heard["expiration_ttl_seconds"] == 86400 and quiet["expiration_ttl_seconds"] == 31 * 86400
+    assert quiet["name"] == idle and quiet["state"] == "active" and quiet["delivered"] == quiet["acked"] == 0
+    pubsub._admin("POST", "/v1/pubsub/advance", {"seconds": 32 * 86400})
+    assert [s["state"] for s in pubsub.pubsub_subscriptions()] == ["deleted", "expired"]
+    pubsub.reset()
+    assert pubsub.pubsub_subscriptions() == []
+
+
+def test_cli_creates_topics_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_batch_streaming.emulator import EmulatorProcess
+
+    with EmulatorProcess(extra_args=["--pubsub-topic", TOPIC]) as emu:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emu.target)
+        assert pubsub_v1.PublisherClient().get_topic(topic=TOPIC).name == TOPIC
+    with pytest.raises(RuntimeError, match="exited with code 2"):
+        EmulatorProcess(extra_args=["--pubsub-topic", "projects/p/topics/goog-x"]).start()
