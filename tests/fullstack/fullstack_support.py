@@ -1,10 +1,14 @@
 """A whole Airflow deployment on loopback, for the full-stack tests.
 
 `run_stack(executor)` creates a fresh PostgreSQL database, migrates it, and starts
-api-server, dag-processor, triggerer and scheduler (plus a Celery worker for
+api-server, dag-processor, scheduler and two triggerers (plus a Celery worker for
 CeleryExecutor), each in its own process group with its output in a log file under a
-temporary AIRFLOW_HOME. `Stack` talks to the deployment over the public REST API with a
-token from the simple auth manager. The Batch emulator (running task commands as local
+temporary AIRFLOW_HOME. Push is on as a user would deploy it (issue 14): the emulator
+serves the Pub/Sub topic `TOPIC`, `[batch_streaming] notification_topic` names it and
+`PUBSUB_EMULATOR_HOST` points google-cloud-pubsub at the emulator; the two triggerers are an
+HA pair with room for one trigger each, so two overlapping waits are held by different ones.
+`Stack` talks to the deployment over the public REST API with a token from the simple auth
+manager. The Batch emulator (running task commands as local
 processes) and a local registry holding the demo images stand in for Google. Everything
 started is stopped, and the database dropped, whatever happens.
 """
@@ -23,12 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg2
 import pytest
 from psycopg2 import sql
@@ -52,6 +57,10 @@ EMULATOR_QUEUE_SECONDS = 30
 STARTUP_TIMEOUT = 240.0
 LOG_TAIL_LINES = 80
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
+#: Push: the topic the jobs notify (created in the emulator), `[batch_streaming] notification_topic`.
+TOPIC = f"projects/{PROJECT}/topics/batch-job-states"
+#: An HA pair; named in start order, which is also the order of their Airflow job IDs.
+TRIGGERERS = ("triggerer-1", "triggerer-2")
 #: The DAGs the tests trigger: unpaused once loaded (every other DAG stays paused).
 DAG_IDS = ("example_image_streaming", "example_streaming_fanout", "example_failing_job")
 #: What each executor needs beyond the package's own dependencies: (module, distribution).
@@ -172,8 +181,13 @@ class Stack:
     env: dict[str, str]
     base_url: str
     images: dict[str, str]
+    emulator: EmulatorProcess
     components: list[Component] = field(default_factory=list)
     token: str = ""
+    #: Airflow job ID of each triggerer -> its component name.
+    triggerer_ids: dict[int, str] = field(default_factory=dict)
+    #: Pub/Sub subscription -> the triggerers seen streaming it (`record_subscribers`).
+    stream_owners: dict[str, set[str]] = field(default_factory=dict)
 
     # ---- processes
 
@@ -189,13 +203,13 @@ class Stack:
             check=False,
         )
 
-    def start(self, name: str, *args: str) -> Component:
+    def start(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> Component:
         log = self.home / "process-logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [str(BIN / "airflow"), *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 cwd=self.home,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -206,13 +220,48 @@ class Stack:
         self.components.append(component)
         return component
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop every component: SIGTERM all (task runners first), SIGKILL what is left after `timeout`."""
-        for component in reversed(self.components):
+    def stop(self, timeout: float = 20.0, names: Collection[str] | None = None) -> None:
+        """Stop every component (or those `names`): SIGTERM all (task runners first), SIGKILL
+        what is left after `timeout`."""
+        stopping = [c for c in reversed(self.components) if names is None or c.name in names]
+        for component in stopping:
             component.terminate()
         deadline = time.monotonic() + timeout
-        for component in reversed(self.components):
+        for component in stopping:
             component.finish(max(deadline - time.monotonic(), 0.0))
+
+    def record_subscribers(self) -> None:
+        """Note which triggerer streams which Pub/Sub subscription right now.
+
+        The emulator reports each open StreamingPull's gRPC peer (`ipv4:127.0.0.1:PORT`); the
+        triggerer whose process holds a TCP connection from that port to the emulator is its
+        reader. Called on every poll of a run: a listener's stream stays open from its first
+        wait until its watcher has been idle for a minute.
+        """
+        readers: dict[int, str] = {}
+        for component in self.components:
+            if component.name not in TRIGGERERS or not component.alive():
+                continue
+            with contextlib.suppress(psutil.Error):
+                leader = psutil.Process(component.proc.pid)
+                for proc in [leader, *leader.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        for conn in proc.net_connections(kind="tcp"):
+                            if conn.raddr and conn.raddr.port == self.emulator.port:
+                                readers[conn.laddr.port] = component.name
+        for sub in self.emulator.pubsub_subscriptions():
+            for peer in sub["open_streams"]:
+                reader = readers.get(int(peer.rsplit(":", 1)[1]))
+                if reader is not None:
+                    self.stream_owners.setdefault(sub["name"], set()).add(reader)
+
+    def trigger_holders(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> set[str]:
+        """The triggerers that ran try 1's trigger: each writes `<try log>.trigger.<its job ID>.log`."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        if map_index >= 0:
+            folder /= f"map_index={map_index}"
+        ids = {int(p.name.rsplit(".", 2)[-2]) for p in folder.glob("attempt=1.log.trigger.*.log")}
+        return {self.triggerer_ids.get(i, f"unknown triggerer job {i}") for i in ids}
 
     def diagnostics(self, lines: int = LOG_TAIL_LINES) -> str:
         """The tail of every component's log, for a failure report."""
@@ -267,6 +316,7 @@ class Stack:
         """Poll the run until it ends (or `timeout`, only a bound against hanging); returns it."""
         deadline = time.monotonic() + timeout
         while True:
+            self.record_subscribers()
             run: dict[str, Any] = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
             if on_poll is not None:
                 on_poll(self.task_instances(dag_id, run_id))
@@ -341,6 +391,12 @@ def _all_healthy(stack: Stack) -> bool:
     return isinstance(health, dict) and all((health.get(p) or {}).get("status") == "healthy" for p in parts)
 
 
+def _triggerer_jobs(stack: Stack) -> list[int]:
+    """The Airflow job IDs of the live triggerers, ascending."""
+    found = stack.api("GET", "/jobs", params={"job_type": "TriggererJob", "is_alive": True, "limit": 100})
+    return sorted(int(job["id"]) for job in found["jobs"])
+
+
 def _dags_loaded(stack: Stack) -> bool:
     errors = stack.api("GET", "/importErrors")["import_errors"]
     assert not errors, f"DAG import errors: {json.dumps(errors, indent=1)}"
@@ -390,6 +446,9 @@ def _airflow_env(executor: str, home: Path, database: str, port: int) -> dict[st
             # One JWT secret for all: task tokens are signed by one process, checked by another.
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            # One trigger per triggerer: two overlapping waits are held by the two triggerers.
+            "AIRFLOW__TRIGGERER__CAPACITY": "1",
+            "AIRFLOW__BATCH_STREAMING__NOTIFICATION_TOPIC": TOPIC,
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
             "NO_GCE_CHECK": "True",
@@ -417,13 +476,17 @@ def _start_airflow(stack: Stack, port: int) -> None:
     stack.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port))
     # Task runners report to the api-server: start them once it answers.
     _wait_until(stack, "answer from the api-server", lambda: isinstance(_health(stack), dict))
+    stack.login()
     stack.start("dag-processor", "dag-processor")
-    stack.start("triggerer", "triggerer")
     stack.start("scheduler", "scheduler")
     if stack.executor == "CeleryExecutor":
         stack.start("celery-worker", "celery", "worker")
-    _wait_until(stack, "healthy scheduler, triggerer and dag-processor", lambda: _all_healthy(stack))
-    stack.login()
+    # One after the other, so that the job IDs name them; each with its own log server port.
+    for count, name in enumerate(TRIGGERERS, 1):
+        stack.start(name, "triggerer", env={"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port())})
+        _wait_until(stack, f"{name} registered", lambda n=count: len(_triggerer_jobs(stack)) == n)
+    stack.triggerer_ids = dict(zip(_triggerer_jobs(stack), TRIGGERERS, strict=True))
+    _wait_until(stack, "healthy scheduler, triggerers and dag-processor", lambda: _all_healthy(stack))
     _wait_until(stack, f"DAGs {', '.join(DAG_IDS)} loaded", lambda: _dags_loaded(stack))
     for dag_id in DAG_IDS:
         stack.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
@@ -447,7 +510,7 @@ def run_stack(executor: str) -> Iterator[Stack]:
     registry = LocalRegistry().start()  # a missing docker-registry fails: `make test` installs it
     home = Path(tempfile.mkdtemp(prefix=f"abs-fullstack-{executor.lower()}-"))
     try:
-        extra = ["--queue-seconds", str(EMULATOR_QUEUE_SECONDS)]
+        extra = ["--queue-seconds", str(EMULATOR_QUEUE_SECONDS), "--pubsub-topic", TOPIC]
         with EmulatorProcess(run_commands=True, extra_args=extra) as emulator, fresh_database() as db:
             images = push_demo_images(registry.url, project=PROJECT, location=REGION)
             port = _free_port()
@@ -455,13 +518,14 @@ def run_stack(executor: str) -> Iterator[Stack]:
             env.update(
                 {
                     **emulator.env(),
+                    "PUBSUB_EMULATOR_HOST": emulator.target,
                     "BATCH_STREAMING_REGISTRY_URL": registry.url,
                     "BATCH_STREAMING_EXAMPLE_PROJECT": PROJECT,
                     "BATCH_STREAMING_EXAMPLE_REGION": REGION,
                     "BATCH_STREAMING_EXAMPLE_IMAGE": images["good"],
                 }
             )
-            stack = Stack(executor, home, env, f"http://127.0.0.1:{port}", images)
+            stack = Stack(executor, home, env, f"http://127.0.0.1:{port}", images, emulator)
             migrated = stack.airflow("db", "migrate")
             output = migrated.stdout[-3000:] + migrated.stderr[-3000:]
             assert migrated.returncode == 0, f"airflow db migrate failed:\n{output}"

@@ -1,9 +1,12 @@
-"""The example DAGs on a real Airflow deployment: api-server, scheduler, dag-processor, triggerer.
+"""The example DAGs on a real Airflow deployment: api-server, scheduler, dag-processor, two triggerers.
 
 Runs are triggered over the REST API as a user would. Waiting tasks must hand their wait
 to the triggerer (DEFERRED) and resume on a worker in the same try; the job's own output
 must reach the Airflow task log; a job that exits non-zero must fail its task with the
-exit code in the log. Each test runs once per executor (see conftest.py).
+exit code in the log. Push over Pub/Sub is on for the example DAGs (the deployment's
+`notification_topic`); the failing-job DAG turns it off (`notification_topic=""`), so the
+polling path stays covered too. Each test runs once per executor (see conftest.py); the
+last one stops the triggerers.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fullstack_support import USERNAME, Stack
+from fullstack_support import TOPIC, TRIGGERERS, USERNAME, Stack
 
 pytestmark = [pytest.mark.fullstack, pytest.mark.emulator, pytest.mark.registry]
 
@@ -107,7 +111,7 @@ def test_example_image_streaming(stack: Stack) -> None:
 
 
 def test_example_streaming_fanout(stack: Stack) -> None:
-    done = run_dag(stack, "example_streaming_fanout")
+    done = run_dag_once(stack, "example_streaming_fanout")
     assert done.run["state"] == "success", f"{done}\n{_logs(stack, done, ('inputs', 'render', 'gather'))}"
     expected = {("inputs", -1), ("gather", -1), *(("render", index) for index in range(3))}
     assert done.states() == dict.fromkeys(expected, "success"), str(done)
@@ -119,7 +123,7 @@ def test_example_streaming_fanout(stack: Stack) -> None:
 
 
 def test_failing_job_fails_its_task_with_the_exit_code(stack: Stack) -> None:
-    done = run_dag(stack, "example_failing_job")
+    done = run_dag_once(stack, "example_failing_job")
     assert done.run["state"] == "failed", str(done)
     assert done.states() == {("fail", -1): "failed"}, str(done)
 
@@ -222,3 +226,97 @@ def browser_page(stack: Stack, artifacts: Path) -> Iterator[Any]:
                 raise
         finally:
             browser.close()
+
+
+# --------------------------------------------------------------------------- push, two triggerers
+
+#: The deferred waits of the DAGs that use push, each (dag, task, map index).
+PUSH_WAITS = (
+    ("example_image_streaming", "wait", -1),  # the sensor: the job's own topic
+    *(("example_streaming_fanout", "render", index) for index in range(3)),  # the operator
+)
+#: What the triggerer's listener (hooks/pubsub.py) makes: 1 day, Pub/Sub's minimum.
+SUBSCRIPTION_TTL_SECONDS = 86_400
+
+
+def _batch_job(stack: Stack, dag_id: str, run_id: str, task_id: str, map_index: int) -> Any:
+    """The task's Batch job, read back from the emulator through the Batch API."""
+    from airflow_batch_streaming.hooks import clients
+
+    path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/batch_job"
+    name = stack.api("GET", path, params={"map_index": map_index})["value"]["name"]
+    return clients.batch_client().get_job(name=name, timeout=30)
+
+
+def test_push_tells_every_waiter_with_two_triggerers(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Push in an HA deployment (issue 14): the example runs' jobs asked Batch for
+    JOB_STATE_CHANGED messages; the two triggerers each held waits and each streamed a
+    subscription of its own; the subscription of the triggerer holding a wait acknowledged its
+    job's SUCCEEDED message; the polling-only DAG's job asked for none. Then the triggerers
+    stop: their subscriptions are deleted, or left with the one-day expiration and gone once
+    the emulator's clock has moved a day. Runs last: it stops the triggerers.
+    """
+    from google.cloud import pubsub_v1
+
+    monkeypatch.setenv("BATCH_STREAMING_EMULATOR_HOST", stack.emulator.target)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", stack.emulator.target)
+    runs = {dag_id: run_dag_once(stack, dag_id) for dag_id in {dag for dag, _, _ in PUSH_WAITS}}
+    for done in runs.values():
+        assert done.run["state"] == "success", str(done)
+
+    # The jobs asked for notifications; the polling-only DAG's did not.
+    uids, holders = {}, {}
+    for dag_id, task_id, index in PUSH_WAITS:
+        run_id = runs[dag_id].run_id
+        job = _batch_job(stack, dag_id, run_id, task_id, index)
+        topics = [(n.pubsub_topic, n.message.type_.name) for n in job.notifications]
+        assert topics == [(TOPIC, "JOB_STATE_CHANGED")], f"{task_id}[{index}]: {job.notifications}"
+        assert job.status.state.name == "SUCCEEDED", job.status
+        uids[(dag_id, task_id, index)] = job.uid
+        holders[(dag_id, task_id, index)] = stack.trigger_holders(dag_id, run_id, task_id, index)
+    failing = run_dag_once(stack, "example_failing_job")
+    polled = _batch_job(stack, failing.dag_id, failing.run_id, "fail", -1)
+    assert list(polled.notifications) == [], polled.notifications
+
+    # Both triggerers held waits (one trigger each at a time), and each read its own subscription.
+    assert all(len(h) == 1 for h in holders.values()), holders
+    assert set().union(*holders.values()) == set(TRIGGERERS), f"one triggerer held every wait: {holders}"
+    subscriptions = {s["name"]: s for s in stack.emulator.pubsub_subscriptions()}
+    owners = stack.stream_owners
+    assert owners and all(len(o) == 1 for o in owners.values()), f"a subscription shared: {owners}"
+    by_triggerer = {t: {s for s, o in owners.items() if t in o} for t in TRIGGERERS}
+    assert all(by_triggerer.values()), f"a triggerer streamed no subscription: {by_triggerer}"
+    for sub in subscriptions.values():
+        assert sub["topic"] == TOPIC and sub["filter"] == 'attributes.Type = "JOB_STATE_CHANGED"', sub
+        assert sub["expiration_ttl_seconds"] == SUBSCRIPTION_TTL_SECONDS, sub
+        assert sub["labels"] == {"managed-by": "airflow-batch-streaming"}, sub
+
+    # Every waiter was told: its triggerer's subscription acknowledged the job's SUCCEEDED message.
+    for key, uid in uids.items():
+        (holder,) = holders[key]
+        heard = {
+            s: [m["NewJobState"] for m in subscriptions[s]["acked_messages"] if m.get("JobUID") == uid]
+            for s in by_triggerer[holder]
+        }
+        assert any("SUCCEEDED" in states for states in heard.values()), (
+            f"{key} (job uid {uid}), held by {holder}: not told; its subscriptions acknowledged {heard}"
+        )
+    assert not any(
+        m.get("JobUID") == polled.uid for s in subscriptions.values() for m in s["acked_messages"]
+    ), "the polling-only job published notifications"
+
+    # Stopped triggerers leave no subscription behind, or only ones that expire by themselves.
+    stack.stop(names=TRIGGERERS)
+    deadline = time.monotonic() + 60  # only a bound: the emulator sees a dead client's stream end
+    while any(s["open_streams"] for s in stack.emulator.pubsub_subscriptions()):
+        assert time.monotonic() < deadline, stack.emulator.pubsub_subscriptions()
+        time.sleep(0.5)
+    left = [s for s in stack.emulator.pubsub_subscriptions() if s["state"] != "deleted"]
+    assert all(s["state"] == "active" for s in left), left
+    publisher = pubsub_v1.PublisherClient()
+    assert sorted(publisher.list_topic_subscriptions(topic=TOPIC)) == sorted(s["name"] for s in left)
+    stack.emulator._admin("POST", "/v1/pubsub/advance", {"seconds": SUBSCRIPTION_TTL_SECONDS})
+    assert list(publisher.list_topic_subscriptions(topic=TOPIC)) == [], "left for good"
+    print(
+        f"push: {len(subscriptions)} subscriptions, {len(left)} left to expire at stop; waits held {holders}"
+    )

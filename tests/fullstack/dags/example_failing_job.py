@@ -1,6 +1,8 @@
 """A streaming Batch job whose command exits 3: the task must fail and say so in its log.
 
 Loaded by the full-stack test as a second DAG bundle next to the repository's `dags/`.
+Polling only (`notification_topic=""`), although the deployment configures push: the one
+full-stack wait that keeps the polling path covered.
 """
 
 from __future__ import annotations
@@ -31,4 +33,5 @@ with DAG(
         preflight=True,
         poll_interval=5,
         retries=0,
+        notification_topic="",
     )
