@@ -93,10 +93,14 @@ def test_emulator_and_registry_wiring(compose: dict[str, Any]) -> None:
     port = command[command.index("--port") + 1]
     assert "--run-commands" in command and command[command.index("--host") + 1] == "0.0.0.0"
     assert any(p.startswith("5000:") for p in services["registry"]["ports"])
+    topic = command[command.index("--pubsub-topic") + 1]
     for name in AIRFLOW_SERVICES:
         env = services[name]["environment"]
         assert env["BATCH_STREAMING_EMULATOR_HOST"].endswith(f"batch-emulator:{port}}}"), name
         assert env["BATCH_STREAMING_REGISTRY_URL"].endswith("http://registry:5000}"), name
+        # Push: the topic the emulator creates, and google-cloud-pubsub pointed at the emulator.
+        assert env["PUBSUB_EMULATOR_HOST"].endswith(f"batch-emulator:{port}}}"), name
+        assert env["BATCH_STREAMING_NOTIFICATION_TOPIC"].endswith(f"-{topic}}}"), name
     # The demo image is pushed by a one-shot service that waits for the registry.
     assert "registry" in services["demo-images"]["depends_on"]
 
