@@ -279,7 +279,7 @@ def test_push_tells_every_waiter_with_two_triggerers(stack: Stack, monkeypatch: 
     assert list(polled.notifications) == [], polled.notifications
 
     # Both triggerers held waits (one trigger each at a time), and each read its own subscription.
-    assert all(len(h) == 1 for h in holders.values()), holders
+    assert all(holders.values()), f"a wait with no trigger log of a triggerer: {holders}"
     assert set().union(*holders.values()) == set(TRIGGERERS), f"one triggerer held every wait: {holders}"
     subscriptions = {s["name"]: s for s in stack.emulator.pubsub_subscriptions()}
     owners = stack.stream_owners
@@ -292,14 +292,15 @@ def test_push_tells_every_waiter_with_two_triggerers(stack: Stack, monkeypatch: 
         assert sub["labels"] == {"managed-by": "airflow-batch-streaming"}, sub
 
     # Every waiter was told: its triggerer's subscription acknowledged the job's SUCCEEDED message.
+    # (A trigger Airflow moved to the other triggerer has two holders; the one at the end heard.)
     for key, uid in uids.items():
-        (holder,) = holders[key]
         heard = {
             s: [m["NewJobState"] for m in subscriptions[s]["acked_messages"] if m.get("JobUID") == uid]
+            for holder in holders[key]
             for s in by_triggerer[holder]
         }
         assert any("SUCCEEDED" in states for states in heard.values()), (
-            f"{key} (job uid {uid}), held by {holder}: not told; its subscriptions acknowledged {heard}"
+            f"{key} (job uid {uid}), held by {holders[key]}: not told; their subscriptions acked {heard}"
         )
     assert not any(
         m.get("JobUID") == polled.uid for s in subscriptions.values() for m in s["acked_messages"]
