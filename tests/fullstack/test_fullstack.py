@@ -75,12 +75,19 @@ def assert_deferred_and_resumed(stack: Stack, done: Finished, task_id: str, map_
     Returns the log.
     """
     tries = stack.tries(done.dag_id, done.run_id, task_id, map_index)
-    log = stack.task_log(done.dag_id, done.run_id, task_id, 1, map_index)
+    trigger = f"{done.dag_id}/{done.run_id}/{task_id}/{map_index}/1 (ID "
+    # The triggerer writes its part of the try's log on its own schedule: the task can resume
+    # (event stored in the database) before the "fired" line reaches the log the API serves.
+    # Read again until it is there, for a bounded while; its absence then is the failure.
+    for _ in range(30):
+        log = stack.task_log(done.dag_id, done.run_id, task_id, 1, map_index)
+        fired = [line for line in log.splitlines() if "Trigger fired event" in line and trigger in line]
+        if fired:
+            break
+        time.sleep(2)
     where = f"{task_id}[{map_index}] of {done}\n--- its log:\n{log}"
     assert [t["try_number"] for t in tries] == [1], f"resumed in a new try, not the same: {tries}\n{where}"
     assert "Pausing task as DEFERRED" in log, f"never deferred: {where}"
-    trigger = f"{done.dag_id}/{done.run_id}/{task_id}/{map_index}/1 (ID "
-    fired = [line for line in log.splitlines() if "Trigger fired event" in line and trigger in line]
     assert fired, f"no event from the triggerer for {trigger}...): {where}"
     after = log.split(fired[0], 1)[1]
     assert "::group::Pre Execute" in after, f"not resumed on a worker after the trigger fired: {where}"
