@@ -59,6 +59,7 @@ class Combo:
     airflow: str
     python: str
     deps: str  # "floor" (FLOORS pinned) or "newest"
+    caps: tuple[str, ...] = ()  # upper bounds the Airflow release itself lacks (COMBOS says why)
 
     @property
     def name(self) -> str:
@@ -79,7 +80,13 @@ class Combo:
 COMBOS = [
     Combo("3.1.8", "3.11", "floor"),
     Combo("3.1.8", "3.13", "newest"),
-    Combo("3.2.2", "3.13", "newest"),
+    # Airflow 3.2.2 caps neither fastapi nor svcs, and every task of `airflow dags test` fails
+    # with the newest: fastapi 0.156.1+ cannot build its execution API (PydanticUserError:
+    # TITerminalStatePayload needs a discriminator field; 3.3 declares fastapi<0.137), and with
+    # svcs 26 its in-process execution API loses `app.state.svcs_registry` (3.2.2's lifespan
+    # raises without [api_auth] jwt_secret; svcs 26 detaches the registry on that exit, 25.1 did
+    # not; 3.3 fixed the lifespan). The caps are the versions 3.2.2 was released with.
+    Combo("3.2.2", "3.13", "newest", ("fastapi<0.137", "svcs<26")),
     Combo("3.3.2", "3.13", "floor"),
 ]
 
@@ -112,7 +119,7 @@ def find_python(version: str) -> str:
 
 
 def lock(combo: Combo) -> None:
-    pins = [f"apache-airflow=={combo.airflow}"]
+    pins = [f"apache-airflow=={combo.airflow}", *combo.caps]
     if combo.deps == "floor":
         pins += [f"{name}=={version}" for name, version in FLOORS.items()]
     pins_file = VENVS / f"{combo.name}.pins.txt"
