@@ -42,7 +42,7 @@ TABLE_END = "<!-- matrix-table:end -->"
 #: The declared floors in pyproject.toml, pinned exactly in the "floor" combinations.
 FLOORS = {
     "apache-airflow-providers-google": "17.0.0",
-    "google-cloud-batch": "0.17.34",
+    "google-cloud-batch": "0.19.0",
     "google-cloud-logging": "3.11.1",
     "google-cloud-service-usage": "1.13.0",
 }
