@@ -87,7 +87,7 @@ COMBOS = [
     # TITerminalStatePayload needs a discriminator field; 3.3 declares fastapi<0.137), and with
     # svcs 26 its in-process execution API loses `app.state.svcs_registry` (3.2.2's lifespan
     # raises without [api_auth] jwt_secret; svcs 26 detaches the registry on that exit, 25.1 did
-    # not; 3.3 fixed the lifespan). The caps are the versions 3.2.2 was released with.
+    # not; 3.3 fixed the lifespan). README "Supported versions" tells 3.2 users the same.
     Combo("3.2.2", "3.13", "newest", ("fastapi<0.137", "svcs<26")),
     Combo("3.3.2", "3.13", "floor"),
 ]
