@@ -20,7 +20,8 @@ test: venv registry lint
 	.venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Unit, emulator and `airflow dags test` tiers on every Airflow / Python / dependency combination
-# of scripts/matrix.py, each in its own venv (.matrix/NAME) from constraints/NAME.txt, 2 at a time.
+# of scripts/matrix.py, each in its own venv (.matrix/NAME) from constraints/NAME.txt, 2 at a time
+# (not the full stack nor the `scale` tests: `make test` runs those). CI runs it after `make test`.
 # MATRIX=NAME limits it to one or more combinations.
 test-matrix: venv registry
 	.venv/bin/python scripts/matrix.py run $(MATRIX)

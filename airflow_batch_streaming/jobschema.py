@@ -179,7 +179,7 @@ class _Walker:
                 if result is not None:
                     converted[str(key)] = result
             return converted
-        if fd.is_repeated:
+        if _repeated(fd):
             if not isinstance(value, list):
                 self.add(f"{path} must be a list, got {_kind(value)}")
                 return None
@@ -287,6 +287,13 @@ def _number(value: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def _repeated(fd: Any) -> bool:
+    """Whether the field is a list: protobuf 7 has only ``is_repeated``, protobuf 5 (what the
+    floors of google-cloud-batch and the provider install) only ``label``."""
+    flag = getattr(fd, "is_repeated", None)
+    return bool(flag) if flag is not None else fd.label == fd.LABEL_REPEATED
 
 
 def _kind(value: Any) -> str:

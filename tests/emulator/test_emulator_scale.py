@@ -11,7 +11,7 @@ from google.cloud import batch_v1
 from airflow_batch_streaming.emulator import Emulator
 from airflow_batch_streaming.hooks import clients
 
-pytestmark = pytest.mark.emulator
+pytestmark = [pytest.mark.emulator, pytest.mark.scale]
 
 N = 5000
 

@@ -13,7 +13,7 @@ from airflow_batch_streaming.emulator import jobs as emulator_jobs
 from airflow_batch_streaming.emulator.common import now_ns
 from airflow_batch_streaming.triggers import pacing
 
-pytestmark = pytest.mark.emulator
+pytestmark = [pytest.mark.emulator, pytest.mark.scale]
 
 HISTORY = 20_000
 

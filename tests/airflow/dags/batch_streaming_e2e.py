@@ -1,7 +1,9 @@
 """Every operator of the package in one DAG, run by `airflow dags test` against the emulator.
 
-preflight (real registry) >> submit (no wait) >> wait (deferrable sensor) >> logs, and
-run_deferred: a job that is submitted and waited on by the triggerer in one task.
+preflight (real registry) >> run_deferred (a job submitted and waited on by the triggerer in
+one task) and shards (mapped) >> submit (no wait) >> wait (deferrable sensor) >> logs. submit
+comes last so that wait is the only task `dags test` can run next, whatever order its Airflow
+version picks: the sensor finds the job running and defers.
 Project, region and image come from the environment the test sets.
 """
 
@@ -40,9 +42,7 @@ with DAG(
         project_id=PROJECT,
         region=REGION,
         image_uri="{{ params.image }}",
-        # Long enough that the sensor still finds it running whatever order `dags test` picks
-        # (Airflow 3.1 runs run_deferred and a shard first: the job had ended after 15 s).
-        commands=["/bin/sh", "-c", 'echo "$GREETING"; sleep 45; echo "task $BATCH_TASK_INDEX done"'],
+        commands=["/bin/sh", "-c", 'echo "$GREETING"; sleep 20; echo "task $BATCH_TASK_INDEX done"'],
         environment={"GREETING": "{{ params.greeting }}"},
         task_count=2,
         labels={"suite": "e2e"},
@@ -82,5 +82,4 @@ with DAG(
         poll_interval=0.5,
     ).expand(commands=[["/bin/sh", "-c", f"echo shard {n}"] for n in range(2)])
 
-    preflight >> submit >> wait >> logs
-    preflight >> [run_deferred, shards]
+    preflight >> [run_deferred, shards] >> submit >> wait >> logs
