@@ -297,10 +297,10 @@ def main() -> int:
         VENVS.mkdir(exist_ok=True)
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-            futures = [pool.submit(run_tiers, c, args.pytest_args.split()) for c in combos]
+            futures = {pool.submit(run_tiers, c, args.pytest_args.split()): c for c in combos}
             results = []
-            for combo, future in zip(combos, futures, strict=True):
-                result = future.result()
+            for future in concurrent.futures.as_completed(futures):  # recorded as each finishes
+                combo, result = futures[future], future.result()
                 results.append(result)
                 record(result, started, args.jobs, len(combos))
                 print(f"matrix: {combo.name}: {result['outcome']} {result.get('summary', '')} "
@@ -318,15 +318,13 @@ def main() -> int:
             sys.exit("matrix: no results yet: run `make test-matrix` first")
         runs = json.loads(RESULTS.read_text())["runs"]
         results = [runs[c.name] for c in COMBOS if c.name in runs]
-        text = (
-            table(results)
-            + "\n\n"
-            + "; ".join(
-                f"{r['name']} finished {r['run_elapsed_seconds']} s into a run of {r['run_size']}, "
-                f"{r['run_jobs']} at a time"
-                for r in results
+        text = table(results)
+        if results:
+            last = max(results, key=lambda r: int(str(r["run_elapsed_seconds"])))
+            text += (
+                f"\n\n{len(results)} of a run of {last['run_size']} combinations, {last['run_jobs']} "
+                f"at a time; the last finished {last['run_elapsed_seconds']} s after the run began"
             )
-        )
         missing = [c.name for c in COMBOS if c.name not in runs]
         if missing:
             text += f".\n\nNot run yet: {', '.join(missing)}"
