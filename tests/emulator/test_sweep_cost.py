@@ -67,7 +67,7 @@ def test_reads_per_sweep_do_not_grow_with_finished_jobs(
     assert recent.covers_finished
     pages, listed = _pages(batch, recent.filter)
     assert pages == 1 and listed == names  # ended or not, every waited job, no history
-    assert pacing.to_get([pacing.Waited(n, now - 60, listed=True) for n in names], listed, now) == []
+    assert pacing.to_get([pacing.Waited(n, now - 60, listed=True) for n in names], listed, now) == {}
 
     active = pacing.sweep_filter(create_times, now, recent_refused=True)
     pages, listed = _pages(batch, active.filter)
