@@ -64,6 +64,8 @@ class Policy:
     push_floor: float = 30.0
     push_ceiling: float = 120.0
     prompt_window: float = 1.0
+    #: A waited job no listing shows gets a GetJob once this long without an answer (`read_in`).
+    unlisted_grace: float = 8.0
     provider_interval: float = PROVIDER_INTERVAL
 
     def __post_init__(self) -> None:
@@ -83,6 +85,8 @@ class Policy:
             problems.append(f"reads_ratio must be > 0 or None, got {self.reads_ratio}")
         if not self.push_reads_ratio > 0:
             problems.append(f"push_reads_ratio must be > 0, got {self.push_reads_ratio}")
+        if not self.unlisted_grace > 0:
+            problems.append(f"unlisted_grace must be > 0, got {self.unlisted_grace}")
         if not 0 <= self.headroom < 1:
             problems.append(f"headroom must be in [0, 1), got {self.headroom}")
         if problems:
@@ -246,10 +250,11 @@ def sweep_filter(
 
 
 #: How long a waited job may go without any read answering for it before a listing's
-#: silence about it means "GetJob it": ListJobs lags CreateJob on the real API (real-api-facts.md,
-#: "Eventual consistency"), and less than the provider's 10 s poll, so a job no listing shows
-#: (just created, or created long before its wait) is still read as often as the provider would.
-UNLISTED_GRACE = 8.0
+#: silence about it means "GetJob it" (`Policy.unlisted_grace`): ListJobs lags CreateJob on the
+#: real API (real-api-facts.md, "Eventual consistency"), and less than the provider's 10 s
+#: poll, so a job no listing shows (just created, or created long before its wait) is still
+#: read as often as the provider would.
+UNLISTED_GRACE = Policy.unlisted_grace
 
 
 @dataclass(frozen=True)

@@ -9,22 +9,31 @@ else in the project). Instead triggers call `await get_watcher(...).wait(job_nam
   one hook and so one async client and one channel. grpc.aio channels belong to a loop,
   and `dag.test()` runs each trigger in a fresh `asyncio.run()` loop, hence the loop in
   the key; the client is made lazily inside that loop;
-- one read per job however many waiters it has (coalescing); a job's first read is a
-  GetJob (consistent, where ListJobs lags creation);
-- then rounds per (project, region), paced by `pacing.plan` (pure; see triggers/pacing.py):
-  each round is either one ListJobs sweep (`pacing.sweep_filter`: `createTime >=` the
-  oldest waited job, or only active jobs) or one GetJob per job, whichever costs fewer
-  reads, every 1 to 8 s (never slower than the Google provider's 10 s poll), slower only
-  as the fleet nears the process budget (`[batch_streaming] read_budget_per_minute` or env
-  `BATCH_STREAMING_READ_BUDGET`, default 7,500 = half the regional quota), which a token
-  bucket also enforces. A waited job a sweep did not return gets one GetJob
-  (`pacing.to_get`). A trigger's `poll_interval` caps its region's round interval;
+- one read per job however many waiters it has (coalescing);
+- one loop (`_run` -> `_dispatch`) and one kind of round per (project, region), paced by
+  `pacing.plan` (pure; see triggers/pacing.py): a round is either one ListJobs sweep
+  (`pacing.sweep_filter`: `createTime >=` the oldest waited job, or only active jobs) or
+  one GetJob per job, whichever costs fewer reads, every 1 to 3 s (the Google provider
+  polls every 10 s), slower only as the fleet nears the process budget
+  (`[batch_streaming] read_budget_per_minute` or env `BATCH_STREAMING_READ_BUDGET`,
+  default 7,500 = half the regional quota), which a token bucket also enforces. A trigger's
+  `poll_interval` caps its region's round interval;
+- a new wait has no read of its own: it joins its region's next round, which comes at most
+  `policy.floor` (1 s) after the last while a wait no read has answered is there. After a
+  sweep, `pacing.read_in` is the one rule for a waited job the listing did not settle: it
+  left the listing (ended or deleted) or was prompted: GetJob now; never listed (ListJobs
+  lags creation, real-api-facts.md; or it predates the listing's `createTime` bound):
+  GetJob once `policy.unlisted_grace` (8 s) has passed without any read answering for it;
 - push: a wait with a `notification_topic` starts one `JobNotificationListener` (one
   subscription and stream per watcher and topic, hooks/pubsub.py). A message is a prompt
-  to read that job (one GetJob, answered at once, then batched per `prompt_window`),
-  never its state; while the stream is healthy the region's rounds slow to pacing's push
-  fallback rate (30 to 120 s), so a lost message delays an event, never loses it. A
-  refused subscription logs one warning and the watcher keeps polling.
+  to read that job, never its state, and only if its `NewJobState` could end a wait
+  (`pacing.prompt_worth_read`: RUNNING does not end a wait for a terminal state). The
+  prompts of a region are answered once per `prompt_window` (the first at once): by one
+  sweep of the region when that costs fewer reads than a GetJob per prompted job, else by
+  those GetJobs; a prompted job the sweep did not show in a state that ends its wait gets a
+  GetJob (the listing may be behind the message). While the stream is healthy the region's
+  rounds slow to pacing's push fallback rate (30 to 120 s), so a lost message delays an
+  event, never loses it. A refused subscription logs one warning; the watcher keeps polling.
 
 Failures stay local. A failed read of a job is retried with the hook's one policy
 (`BatchStreamingHook.retry_delay`, giving up after `give_up_after` seconds of failures);
@@ -802,7 +811,10 @@ class JobWatcher:
                     self.stats["swept_jobs"] += 1
                     self._observe_safely(member, seen)
             still = {m.job_id: (m, w) for m, w in before.items() if self._jobs.get(m.name) is m}
-            for job_id, delay in pacing.to_get([w for _, w in still.values()], listed.keys(), now).items():
+            grace = self.policy.unlisted_grace
+            for job_id, delay in pacing.to_get(
+                [w for _, w in still.values()], listed.keys(), now, grace
+            ).items():
                 self._schedule(still[job_id][0], delay, unlisted=delay > 0)
         finally:
             for member in members:

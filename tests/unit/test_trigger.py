@@ -449,10 +449,11 @@ async def test_a_job_no_listing_shows_is_read_once_the_grace_has_passed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """ListJobs lags (or the job predates the listing's createTime bound): one GetJob after
-    `pacing.UNLISTED_GRACE` without an answer, none before, and the wait still ends."""
-    from airflow_batch_streaming.triggers import pacing
+    `Policy.unlisted_grace` without an answer, none before, and the wait still ends."""
+    from airflow_batch_streaming.triggers.pacing import Policy
 
-    monkeypatch.setattr(pacing, "UNLISTED_GRACE", 0.3)
+    grace = Policy(floor=0.05, ceiling=0.1, prompt_window=0.05, unlisted_grace=0.3)
+    monkeypatch.setattr(watcher_module.JobWatcher, "policy", grace)
     listed_name, hidden = f"{PARENT}/jobs/listed", f"{PARENT}/jobs/hidden"
     hook = FakeAsyncHook({listed_name: "RUNNING", hidden: "SUCCEEDED"})
 
