@@ -578,7 +578,7 @@ class JobWatcher:
         idle = [e for e in region.members if not e.in_flight]
         last = region.last_round
         due = [pacing.due_in(plan, last, now)]
-        if any(e.job is None for e in idle):  # a wait no read has answered yet
+        if any(e.job is None and not e.errors for e in idle):  # a wait no read has answered yet
             due.append(0.0 if last is None else max(0.0, last + min(plan.interval, self.policy.floor) - now))
         prompted = [e for e in region.prompted if not e.in_flight]  # one being read stays prompted
         if prompted:
@@ -601,7 +601,8 @@ class JobWatcher:
         self.stats["rounds"] += 1
         if mode == "get":
             for entry in idle:
-                self._schedule(entry, 0.0)
+                if not entry.errors:  # a failing read keeps its own retry delay
+                    self._schedule(entry, 0.0)
         else:
             region.in_flight = True
             for entry in idle:
