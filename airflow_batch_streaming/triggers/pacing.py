@@ -47,7 +47,11 @@ K = TypeVar("K", bound=Hashable)
 
 #: The Google provider's trigger polls each job every 10 s (CloudBatchJobFinishedTrigger).
 PROVIDER_INTERVAL = 10.0
-#: ListJobs `page_size` the sweeps ask for (Batch's maximum).
+#: ListJobs `page_size` the sweeps ask for. Google documents no maximum for Batch's ListJobs
+#: (real-api-facts.md has none; the discovery document says only "Page size"): 1,000 is an
+#: assumption (Cloud Logging's documented maximum; the emulator caps there too). A server
+#: that answers with smaller pages costs more pages per sweep, which `Group.pages` learns
+#: from the last sweep, so rounds stay within the budget either way.
 PAGE_SIZE = 1000
 
 
