@@ -781,6 +781,9 @@ def main() -> int:
         "--history", type=int, default=0, help="finished jobs seeded into the region before each side"
     )
     parser.add_argument("--note", default="", help="a sentence for the results (e.g. what else ran)")
+    parser.add_argument(
+        "--section", default=None, help='RESULTS.md section (default "fleet", or "fleet, with history")'
+    )
     parser.add_argument("--quick", action="store_true", help="200 jobs running 20-40 s (a smoke run)")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     parser.add_argument("--seed", type=int, default=7)
@@ -834,7 +837,7 @@ def main() -> int:
                     history=args.history,
                 )
                 results.setdefault(n, {})[side] = res
-                summary = {k: v for k, v in asdict(res).items() if k not in ("reads_series", "watchers")}
+                summary = {k: v for k, v in asdict(res).items() if k != "reads_series"}
                 print(json.dumps(summary), file=sys.stderr, flush=True)
     budgets = [r.budget.get("per_minute", 0.0) for sizes_ in results.values() for r in sizes_.values()]
     load = f"{load_start:.2f} / {os.getloadavg()[0]:.2f}"
@@ -854,8 +857,10 @@ def main() -> int:
         command += " --emulator-default-limits"
     if args.history:
         command += f" --history {args.history}"
+    if args.section:
+        command += f" --section {json.dumps(args.section)}"
     if not (args.no_write or args.quick):  # a quick run is a smoke test: printed only
-        write_section("fleet, with history" if args.history else "fleet", body, command)
+        write_section(args.section or ("fleet, with history" if args.history else "fleet"), body, command)
     print(body)
     return 0
 
