@@ -33,7 +33,12 @@ failing: on real Batch, 5,000 waits polling every 10 s (30,000 reads/min) would 
 Sides: "ours" (polling, paced by triggers/pacing.py), "push" (ours with `notification_topic`:
 the jobs notify a Pub/Sub topic on the emulator, the watcher listens) and "provider".
 
-Run: .venv/bin/python benchmarks/fleet.py [--jobs 1 10 40 300 1000] [--quick] [--sides ours push provider]
+With `--history N` the emulator holds N jobs that finished two days ago in the same region
+before each side starts (Batch keeps jobs 60 days): the watcher's listings must cost the same
+reads per sweep with them as without (the section is then "fleet, with history").
+
+Run: .venv/bin/python benchmarks/fleet.py [--jobs 1 10 40 300 1000 5000] [--quick]
+     [--sides ours push provider] [--history 20000] [--note "..."]
 """
 
 from __future__ import annotations
@@ -329,6 +334,11 @@ class SideResult:
     reads_series: list[tuple[float, int]] = field(default_factory=list)
 
     @property
+    def pages_per_sweep(self) -> float:
+        sweeps = sum(w.get("sweeps", 0) for w in self.watchers)
+        return sum(w.get("list_jobs", 0) for w in self.watchers) / sweeps if sweeps else float("nan")
+
+    @property
     def log_kib(self) -> float:
         return self.log_bytes / 1024
 
@@ -467,9 +477,19 @@ def _sampler(emu: Any, series: list[tuple[float, int]]) -> Iterator[None]:
 
 
 def run_side(
-    emu: Any, side: str, n: int, *, profile: Profile, seed: int, workdir: Path, shared_connections: bool
+    emu: Any,
+    side: str,
+    n: int,
+    *,
+    profile: Profile,
+    seed: int,
+    workdir: Path,
+    shared_connections: bool,
+    history: int = 0,
 ) -> SideResult:
     emu.reset()
+    if history:
+        emu.history(PARENT, history)  # finished two days ago: before any createTime bound
     if side == "provider":
         emu.quota(reads_per_minute=None)  # measure its demand; real Batch would throttle it
     if side == "push":
@@ -633,8 +653,8 @@ def summary_table(results: dict[int, dict[str, SideResult]]) -> str:
         "| waits | reads: polling / push / provider | median delay (s): polling / push / provider "
         "| p95 delay (s): polling / push / provider | max delay (s): polling / push / provider "
         "| CPU s: polling / push / provider | RSS growth MiB: polling / push / provider "
-        "| channels: polling / push / provider |",
-        "|---|---|---|---|---|---|---|",
+        "| channels: polling / push / provider | reads ÷ provider's: polling / push |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, by_side in sorted(results.items()):
         sides = [by_side.get(side) for side in SIDES]
@@ -650,11 +670,23 @@ def summary_table(results: dict[int, dict[str, SideResult]]) -> str:
                 ("{:,}", "channels"),
             )
         ]
-        lines.append(f"| {n:,} | " + " | ".join(cols) + " |")
+        prov = by_side.get("provider")
+        ratios = " / ".join(
+            _ratio(r.reads, prov.reads) if r is not None and prov is not None else "-" for r in sides[:2]
+        )
+        lines.append(f"| {n:,} | " + " | ".join(cols) + f" | {ratios} |")
     return "\n".join(lines)
 
 
-def render(results: dict[int, dict[str, SideResult]], profile: Profile, budget: float) -> str:
+def render(
+    results: dict[int, dict[str, SideResult]],
+    profile: Profile,
+    budget: float,
+    *,
+    history: int = 0,
+    load: str = "",
+    note: str = "",
+) -> str:
     lines = [
         f"Jobs: one task each; {profile.describe()} (spread evenly, shuffled); one CreateJob per job "
         "before the waits start. Each side runs in a fresh child process with the same imports; "
@@ -671,6 +703,17 @@ def render(results: dict[int, dict[str, SideResult]], profile: Profile, budget: 
         "Channels = `grpc.aio` channels made in the child; each gets its own TCP connection, as "
         "clients with their own TLS credentials have against Google. "
         f"{versions('apache-airflow', 'apache-airflow-providers-google', 'google-cloud-batch', 'google-cloud-pubsub', 'grpcio')}.",
+        "",
+        (
+            f"History: {history:,} jobs that finished two days ago are in the region before each side "
+            "starts (emulator `POST /v1/history`); compare ListJobs pages per sweep with the section "
+            "without them."
+            if history
+            else 'History: none (see the section "fleet, with history" for 20,000 finished jobs).'
+        ),
+        "",
+        f"Machine load (1-minute load average, 2 cores) at the start and end of the run: {load}."
+        + (f" {note}" if note else ""),
         "",
         "Summary:",
         "",
@@ -700,7 +743,10 @@ def render(results: dict[int, dict[str, SideResult]], profile: Profile, budget: 
             if side.errors:
                 detail += f"; non-success events (count x message): {side.errors}"
             if side.watchers:
-                detail += f"; watcher stats {side.watchers}; read budget {side.budget}"
+                detail += (
+                    f"; ListJobs pages per sweep {side.pages_per_sweep:.2f}; watcher stats {side.watchers}; "
+                    f"read budget {side.budget}"
+                )
             lines.append(detail)
         if prov:
             lines.append("")
@@ -729,7 +775,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--jobs", type=int, nargs="+", default=None, help="fleet sizes (default 1 10 40 300 1000)"
+        "--jobs", type=int, nargs="+", default=None, help="fleet sizes (default 1 10 40 300 1000 5000)"
+    )
+    parser.add_argument(
+        "--history", type=int, default=0, help="finished jobs seeded into the region before each side"
+    )
+    parser.add_argument("--note", default="", help="a sentence for the results (e.g. what else ran)")
+    parser.add_argument(
+        "--section", default=None, help='RESULTS.md section (default "fleet", or "fleet, with history")'
     )
     parser.add_argument("--quick", action="store_true", help="200 jobs running 20-40 s (a smoke run)")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
@@ -756,7 +809,8 @@ def main() -> int:
         return child(args.child, args.child_out, shared_connections=args.shared_connections)
 
     profile = QUICK if args.quick else FULL
-    sizes = args.jobs or ([200] if args.quick else [1, 10, 40, 300, 1000])
+    sizes = args.jobs or ([200] if args.quick else [1, 10, 40, 300, 1000, 5000])
+    load_start = os.getloadavg()[0]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * max(sizes) + 1024  # the provider opens a connection per trigger; the emulator inherits this
     if soft < need:
@@ -780,12 +834,16 @@ def main() -> int:
                     seed=args.seed,
                     workdir=Path(tmp),
                     shared_connections=args.shared_connections,
+                    history=args.history,
                 )
                 results.setdefault(n, {})[side] = res
-                summary = {k: v for k, v in asdict(res).items() if k not in ("reads_series", "watchers")}
+                summary = {k: v for k, v in asdict(res).items() if k != "reads_series"}
                 print(json.dumps(summary), file=sys.stderr, flush=True)
     budgets = [r.budget.get("per_minute", 0.0) for sizes_ in results.values() for r in sizes_.values()]
-    body = render(results, profile, max(budgets, default=0.0) or 7500.0)
+    load = f"{load_start:.2f} / {os.getloadavg()[0]:.2f}"
+    body = render(
+        results, profile, max(budgets, default=0.0) or 7500.0, history=args.history, load=load, note=args.note
+    )
     command = ".venv/bin/python benchmarks/fleet.py"
     if args.quick:
         command += " --quick"
@@ -797,8 +855,12 @@ def main() -> int:
         command += " --shared-connections"
     if args.emulator_default_limits:
         command += " --emulator-default-limits"
+    if args.history:
+        command += f" --history {args.history}"
+    if args.section:
+        command += f" --section {json.dumps(args.section)}"
     if not (args.no_write or args.quick):  # a quick run is a smoke test: printed only
-        write_section("fleet", body, command)
+        write_section(args.section or ("fleet, with history" if args.history else "fleet"), body, command)
     print(body)
     return 0
 

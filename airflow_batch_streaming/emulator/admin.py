@@ -14,6 +14,8 @@
     GET/POST /v1/apis {"disable": ["containerfilesystem.googleapis.com"], "enable": [...]}
     GET/POST /v1/timings {"list_lag": 30, "queue": 0.3, ...}: default phase seconds and how long
                       ListJobs/ListTasks lag behind creation (0 by default; Google lags)
+    POST /v1/history  {"parent": "projects/p/locations/l", "count": 20000, "age_seconds": 172800}:
+                      that many jobs created that long ago, long SUCCEEDED (an empty emulator only)
     POST /v1/reset    forget jobs, logs, operations, stats, faults, secrets; quotas, APIs and
                       timings to defaults
     GET  /v1/healthz
@@ -349,6 +351,13 @@ class AdminClient:
 
     def reset(self) -> None:
         self._admin("POST", "/v1/reset", {})
+
+    def history(self, parent: str, count: int, age_seconds: float = 2 * 86_400) -> int:
+        """Seed `count` finished jobs created `age_seconds` ago into an empty emulator."""
+        result = self._admin(
+            "POST", "/v1/history", {"parent": parent, "count": count, "age_seconds": age_seconds}
+        )
+        return int(result["jobs"])
 
     def timings(self, **seconds: float) -> dict[str, float]:
         """Change default timings now, e.g. `timings(list_lag=30)` (ListJobs/ListTasks lag)."""

@@ -46,6 +46,8 @@ from airflow_batch_streaming.emulator.operations import OperationStore
 
 SERVICE = "google.cloud.batch.v1.BatchService"
 DEFAULT_PAGE_SIZE = 100
+#: An assumption, not a documented fact: Google gives no maximum for Batch's list page sizes.
+#: Larger requests are capped here (never rejected), as list APIs that document a cap do.
 MAX_PAGE_SIZE = 1000
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")

@@ -700,12 +700,15 @@ class JobStore:
             self._requests.clear()
             self._doomed.clear()
 
-    def create(self, project: str, location: str, job_id: str, job: Any, request_id: str) -> bytes:
-        """Store a validated job; the same `request_id` within two hours returns the first answer."""
+    def create(
+        self, project: str, location: str, job_id: str, job: Any, request_id: str, *, at: int | None = None
+    ) -> bytes:
+        """Store a validated job; the same `request_id` within two hours returns the first answer.
+        `at`: its creation time (ns) if not now (`seed_history` only)."""
         parent = f"projects/{project}/locations/{location}"
         plan = plan_from_labels(job.labels, self.timings)
         with self.lock:
-            now = now_ns()  # under the lock: creation times follow creation order (list paging)
+            now = now_ns() if at is None else at  # under the lock: creation times follow creation order
             if request_id:
                 self._forget_requests(now)
                 seen = self._requests.get((parent, request_id))
@@ -746,6 +749,24 @@ class JobStore:
         if self.runner is not None and plan.outcome != "no-resources":
             self.runner.schedule(record, record.create_ns + plan.queue_ns + plan.schedule_ns)
         return data
+
+    def seed_history(self, project: str, location: str, count: int, age_seconds: float) -> int:
+        """`count` one-task jobs created `age_seconds` ago, long SUCCEEDED: a region's history
+        (Batch keeps jobs 60 days), for measuring what a listing costs next to it. Into an
+        empty store only, so creation order stays list order; not with `--run-commands`."""
+        if count < 0 or age_seconds < 3600:
+            raise ValueError("history: count >= 0 and age_seconds >= 3600")
+        job = JobPb()
+        runnable = job.task_groups.add(task_count=1).task_spec.runnables.add()
+        runnable.container.image_uri = "us-docker.pkg.dev/history/repo/app:1"
+        runnable.container.commands.append("true")
+        with self.lock:
+            if self._order or self.runner is not None:
+                raise ValueError("history is seeded into an empty emulator without --run-commands")
+            start = now_ns() - seconds_ns(age_seconds)
+            for i in range(count):
+                self.create(project, location, f"history-{i:06d}", job, "", at=start + i * 1_000_000)
+        return count
 
     def _forget_requests(self, now: int) -> None:
         # Expired request IDs are dropped in batches, so a big fleet does not pay a scan per create.

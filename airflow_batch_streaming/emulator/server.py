@@ -175,8 +175,20 @@ class EmulatorState:
                 self.jobs.timings = dataclasses.replace(self.jobs.timings, **values)
             return dataclasses.asdict(self.jobs.timings)
 
+        def history(body: Any) -> Any:
+            parts = str((body or {}).get("parent", "")).split("/")
+            if len(parts) != 4 or parts[0] != "projects" or parts[2] != "locations":
+                raise ValueError(
+                    'history: {"parent": "projects/P/locations/L", "count": 20000, "age_seconds": 172800}'
+                )
+            count = self.jobs.seed_history(
+                parts[1], parts[3], int(body.get("count", 0)), float(body.get("age_seconds", 2 * 86_400))
+            )
+            return {"jobs": count}
+
         return {
             "GET /v1/stats": lambda _: self.snapshot(),
+            "POST /v1/history": history,
             "GET /v1/faults": lambda _: self.faults.describe(),
             "POST /v1/faults": faults,
             "DELETE /v1/faults": clear_faults,

@@ -7,13 +7,15 @@ round. This module decides, from numbers only, how far apart those rounds are:
 
 - The goal is to be told of a finished job no later than the Google provider's trigger,
   which reads each job every 10 s (`polling_period_seconds=10`), so its delay is uniform on
-  0..10 s (median 5 s, p95 9.5 s). A round every `ceiling` (8 s) beats that at any size.
+  0..10 s (median 5 s, p95 9.5 s). A round at most every `ceiling` (3 s) gives a median
+  of at most 1.5 s and a p95 of at most 2.9 s, at every fleet size the budget allows.
 - Reads cost: a group may spend at most `reads_ratio` (1/10) of what a provider-like poll
   of its waits would, but never sweeps faster than `floor` (1 s) nor slower than `ceiling`
   because of it. With one ListJobs page per sweep, that means a sweep every
-  `10 s * pages / (0.1 * waits)`: 8 s for 1..12 waits, 2.5 s at 40, the 1 s floor from 100.
-  Below about 13 waits a group cannot have both the provider's delay and 1/10 of its reads
-  by polling; the delay wins (push is what closes that gap).
+  `10 s * pages / (0.1 * waits)`: 3 s for 1..33 waits, 2.5 s at 40, the 1 s floor from 100.
+  Below about 33 waits a group cannot have both a delay under the provider's and 1/10 of
+  its reads by polling (a job needs at least one read, a round every 3 s costs more than
+  a tenth of a 10 s poll of few jobs); the delay wins, the read budget being free there.
 - The process budget (`[batch_streaming] read_budget_per_minute`) is a hard cap: when the
   rounds wanted by every group together would exceed it (less `headroom`, kept for one-off
   GetJobs), every interval is stretched by the same factor, so groups slow down only as the
@@ -21,13 +23,14 @@ round. This module decides, from numbers only, how far apart those rounds are:
 - With push (Pub/Sub job notifications) rounds are only a fallback for lost messages:
   the same rule with `push_reads_ratio` (1/100) between `push_floor` (30 s) and
   `push_ceiling` (120 s). Prompts are answered per group once per `prompt_window` (1 s):
-  one round (listing or GetJobs, `reads_per_round(Group(prompted_jobs, pages))`) for all
-  the jobs prompted in that window.
+  one round for all the jobs prompted in that window, a listing when it costs fewer reads
+  than a GetJob each (`reads_per_round(Group(prompted_jobs, pages))`).
 
 The second half builds the sweep's ListJobs filter from filters the real API is known to
 accept (real-api-facts.md, "ListJobs filter": dsub's `(status.state="..." OR ...)`,
 `labels."k" = "v"` and `createTime >= "..."`, AND-ed in parentheses); `update_time` is not
-used, there being no public evidence the API accepts it.
+used, there being no public evidence the API accepts it. Then `to_get` says which waited
+jobs a listing left unanswered need a GetJob of their own, and when.
 """
 
 from __future__ import annotations
@@ -44,23 +47,29 @@ K = TypeVar("K", bound=Hashable)
 
 #: The Google provider's trigger polls each job every 10 s (CloudBatchJobFinishedTrigger).
 PROVIDER_INTERVAL = 10.0
-#: ListJobs `page_size` the sweeps ask for (Batch's maximum).
+#: ListJobs `page_size` the sweeps ask for. Google documents no maximum for Batch's ListJobs
+#: (real-api-facts.md has none; the discovery document says only "Page size"): 1,000 is an
+#: assumption (Cloud Logging's documented maximum; the emulator caps there too). A server
+#: that answers with smaller pages costs more pages per sweep, which `Group.pages` learns
+#: from the last sweep, so rounds stay within the budget either way.
 PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The knobs; the defaults meet the provider's delay with 1/10 of its reads where possible."""
+    """The knobs; the defaults beat the provider's delay, with 1/10 of its reads from 40 waits."""
 
     budget_per_minute: float = 7500.0
     floor: float = 1.0
-    ceiling: float = 8.0
+    ceiling: float = 3.0
     reads_ratio: float | None = 0.1
     headroom: float = 0.1
     push_reads_ratio: float = 0.01
     push_floor: float = 30.0
     push_ceiling: float = 120.0
     prompt_window: float = 1.0
+    #: A waited job no listing shows gets a GetJob once this long without an answer (`read_in`).
+    unlisted_grace: float = 8.0
     provider_interval: float = PROVIDER_INTERVAL
 
     def __post_init__(self) -> None:
@@ -80,6 +89,8 @@ class Policy:
             problems.append(f"reads_ratio must be > 0 or None, got {self.reads_ratio}")
         if not self.push_reads_ratio > 0:
             problems.append(f"push_reads_ratio must be > 0, got {self.push_reads_ratio}")
+        if not self.unlisted_grace > 0:
+            problems.append(f"unlisted_grace must be > 0, got {self.unlisted_grace}")
         if not 0 <= self.headroom < 1:
             problems.append(f"headroom must be in [0, 1), got {self.headroom}")
         if problems:
@@ -228,8 +239,8 @@ def sweep_filter(
 ) -> SweepFilter:
     """The cheapest listing that refreshes a group of waited jobs.
 
-    `create_times`: each waited job's `create_time` (epoch s), None if not read yet (its
-    first read is a GetJob anyway, or it was just created: `now` stands in). When every job
+    `create_times`: each waited job's `create_time` (epoch s), or when its wait began if no
+    read has said it yet (a job exists before its wait; None: `now`). When every job
     is younger than `recent_window`, `createTime >= oldest - margin` lists them all, ended
     or not, so jobs that finish cost no GetJob each; its cost is bounded by the jobs created
     in the region since, never by the 60 days of history. Otherwise (or once the API has
@@ -242,40 +253,57 @@ def sweep_filter(
     return SweepFilter(with_labels(active_filter(), labels), False)
 
 
-#: How long a wait may go unlisted before a listing's silence about it means "read it":
-#: ListJobs lags CreateJob on the real API (real-api-facts.md, "Eventual consistency").
-LIST_GRACE = 30.0
+#: How long a waited job may go without any read answering for it before a listing's
+#: silence about it means "GetJob it" (`Policy.unlisted_grace`): ListJobs lags CreateJob on the
+#: real API (real-api-facts.md, "Eventual consistency"), and less than the provider's 10 s
+#: poll, so a job no listing shows (just created, or created long before its wait) is still
+#: read as often as the provider would.
+UNLISTED_GRACE = Policy.unlisted_grace
 
 
 @dataclass(frozen=True)
 class Waited:
-    """A waited job as a listing sees it: `since` (epoch s) the wait began; `listed`: an
-    earlier listing returned it."""
+    """A waited job as a listing sees it. `answered` (epoch s): the last read that returned
+    it (the wait's start until one did). `listed`: an earlier listing returned it.
+    `prompted`: a notification since its last read said it may have ended its wait."""
 
     name: str
-    since: float
+    answered: float
     listed: bool = False
+    prompted: bool = False
+
+
+def read_in(job: Waited, listed: bool, now: float, grace: float = UNLISTED_GRACE) -> float | None:
+    """After a listing, when a job that is still waited on needs a GetJob of its own.
+
+    None: never (the listing answered for it). 0: now. Otherwise in that many seconds,
+    unless a listing shows it first. The rules, in order:
+    - prompted: the listing did not settle what the prompt announced (missing, or shown in
+      a state that ends no wait): it may be behind the message; GetJob is consistent;
+    - listed: answered;
+    - listed before, missing now: it left the listing (from an active-only listing it ended;
+      from any listing it may have been deleted); GetJob tells;
+    - never listed: ListJobs may not show it yet, or it was created before the listing's
+      `createTime` bound; GetJob it once `grace` has passed without an answer.
+    """
+    if job.prompted:
+        return 0.0
+    if listed:
+        return None
+    if job.listed:
+        return 0.0
+    return max(0.0, job.answered + grace - now)
 
 
 def to_get(
-    waited: Iterable[Waited], listed: Collection[str], now: float, grace: float = LIST_GRACE
-) -> list[str]:
-    """Waited jobs a listing did not return and that now need exactly one GetJob each.
-
-    A job an earlier listing returned has left it: from an active-only listing it ended
-    (or was deleted), from a `createTime` listing it was deleted; GetJob tells. A job never
-    listed is read once its wait is `grace` old (ListJobs may not show it yet, and a job
-    does not finish seconds after it was created); until then the next round looks again.
-    Order kept, duplicates dropped.
-    """
-    out: list[str] = []
-    seen: set[str] = set()
+    waited: Iterable[Waited], listed: Collection[str], now: float, grace: float = UNLISTED_GRACE
+) -> dict[str, float]:
+    """The waited jobs a listing left needing a GetJob, with `read_in` seconds each."""
+    out: dict[str, float] = {}
     for job in waited:
-        if job.name in listed or job.name in seen:
-            continue
-        seen.add(job.name)
-        if job.listed or now - job.since >= grace:
-            out.append(job.name)
+        delay = read_in(job, job.name in listed, now, grace)
+        if delay is not None and job.name not in out:
+            out[job.name] = delay
     return out
 
 

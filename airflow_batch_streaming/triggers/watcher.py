@@ -9,22 +9,31 @@ else in the project). Instead triggers call `await get_watcher(...).wait(job_nam
   one hook and so one async client and one channel. grpc.aio channels belong to a loop,
   and `dag.test()` runs each trigger in a fresh `asyncio.run()` loop, hence the loop in
   the key; the client is made lazily inside that loop;
-- one read per job however many waiters it has (coalescing); a job's first read is a
-  GetJob (consistent, where ListJobs lags creation);
-- then rounds per (project, region), paced by `pacing.plan` (pure; see triggers/pacing.py):
-  each round is either one ListJobs sweep (`pacing.sweep_filter`: `createTime >=` the
-  oldest waited job, or only active jobs) or one GetJob per job, whichever costs fewer
-  reads, every 1 to 8 s (never slower than the Google provider's 10 s poll), slower only
-  as the fleet nears the process budget (`[batch_streaming] read_budget_per_minute` or env
-  `BATCH_STREAMING_READ_BUDGET`, default 7,500 = half the regional quota), which a token
-  bucket also enforces. A waited job a sweep did not return gets one GetJob
-  (`pacing.to_get`). A trigger's `poll_interval` caps its region's round interval;
+- one read per job however many waiters it has (coalescing);
+- one loop (`_run` -> `_dispatch`) and one kind of round per (project, region), paced by
+  `pacing.plan` (pure; see triggers/pacing.py): a round is either one ListJobs sweep
+  (`pacing.sweep_filter`: `createTime >=` the oldest waited job, or only active jobs) or
+  one GetJob per job, whichever costs fewer reads, every 1 to 3 s (the Google provider
+  polls every 10 s), slower only as the fleet nears the process budget
+  (`[batch_streaming] read_budget_per_minute` or env `BATCH_STREAMING_READ_BUDGET`,
+  default 7,500 = half the regional quota), which a token bucket also enforces. A trigger's
+  `poll_interval` caps its region's round interval;
+- a new wait has no read of its own: it joins its region's next round, which comes at most
+  `policy.floor` (1 s) after the last while a wait no read has answered is there. After a
+  sweep, `pacing.read_in` is the one rule for a waited job the listing did not settle: it
+  left the listing (ended or deleted) or was prompted: GetJob now; never listed (ListJobs
+  lags creation, real-api-facts.md; or it predates the listing's `createTime` bound):
+  GetJob once `policy.unlisted_grace` (8 s) has passed without any read answering for it;
 - push: a wait with a `notification_topic` starts one `JobNotificationListener` (one
   subscription and stream per watcher and topic, hooks/pubsub.py). A message is a prompt
-  to read that job (one GetJob, answered at once, then batched per `prompt_window`),
-  never its state; while the stream is healthy the region's rounds slow to pacing's push
-  fallback rate (30 to 120 s), so a lost message delays an event, never loses it. A
-  refused subscription logs one warning and the watcher keeps polling.
+  to read that job, never its state, and only if its `NewJobState` could end a wait
+  (`pacing.prompt_worth_read`: RUNNING does not end a wait for a terminal state). The
+  prompts of a region are answered once per `prompt_window` (the first at once): by one
+  sweep of the region when that costs fewer reads than a GetJob per prompted job, else by
+  those GetJobs; a prompted job the sweep did not show in a state that ends its wait gets a
+  GetJob (the listing may be behind the message). While the stream is healthy the region's
+  rounds slow to pacing's push fallback rate (30 to 120 s), so a lost message delays an
+  event, never loses it. A refused subscription logs one warning; the watcher keeps polling.
 
 Failures stay local. A failed read of a job is retried with the hook's one policy
 (`BatchStreamingHook.retry_delay`, giving up after `give_up_after` seconds of failures);
@@ -190,16 +199,27 @@ class _Watched:
     job_id: str
     topic: str | None = None
     waiters: set[_Waiter] = field(default_factory=set)
-    next_at: float = math.inf
     version: int = 0
     in_flight: bool = False
     job: Any = None
     state: str | None = None
     create_wall: float | None = None
-    first_seen_wall: float = field(default_factory=time.time)
+    #: When the wait began (wall time): stands in for create_time until a read says it.
+    since: float = field(default_factory=time.time)
+    #: The last read that returned the job (wall time); `since` until one did.
+    answered: float = 0.0
     listed: bool = False
+    #: A GetJob is scheduled because no listing shows the job (`pacing.read_in`); a listing
+    #: that shows it cancels that read.
+    unlisted_read: bool = False
     errors: int = 0
     first_error_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.answered = self.answered or self.since
+
+    def stops(self) -> set[str]:
+        return set().union(*(w.stop_states for w in self.waiters))
 
 
 @dataclass(eq=False)
@@ -215,6 +235,9 @@ class _Region:
     sweep_off_until: float = 0.0
     last_prompt_round: float = -math.inf
     prompted: set[_Watched] = field(default_factory=set)
+
+    def can_sweep(self, now: float) -> bool:
+        return not self.sweeps_refused and self.sweep_off_until <= now
 
 
 def _state_name(pb_state: int) -> str:
@@ -342,8 +365,7 @@ class JobWatcher:
             entry = _Watched(job_name, f"projects/{project}/locations/{region}", job_id)
             self._jobs[job_name] = entry
             self._by_id.setdefault(job_id, set()).add(entry)
-            self._regions.setdefault(entry.parent, _Region()).members.add(entry)
-            self._schedule(entry, 0.0)  # the first read is a GetJob: consistent, and says createTime
+            self._regions.setdefault(entry.parent, _Region()).members.add(entry)  # read in its next round
         else:
             self.stats["coalesced"] += 1
             if entry.state is not None and entry.state in stops:
@@ -407,8 +429,7 @@ class JobWatcher:
         for entry in self._by_id.get(prompt.job_id, ()):
             if not prompt.matches(entry.name, entry.job.uid if entry.job is not None else None):
                 continue
-            stops = set().union(*(w.stop_states for w in entry.waiters))
-            if not pacing.prompt_worth_read(prompt.new_state, stops):
+            if not pacing.prompt_worth_read(prompt.new_state, entry.stops()):
                 continue
             region = self._regions[entry.parent]
             region.prompted.add(entry)
@@ -424,12 +445,13 @@ class JobWatcher:
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _schedule(self, entry: _Watched, delay: float) -> None:
-        """One GetJob of the job after `delay` (first reads, retries, `to_get`, prompts)."""
+    def _schedule(self, entry: _Watched, delay: float, *, unlisted: bool = False) -> None:
+        """One GetJob of the job after `delay` (rounds in "get" mode, retries, `to_get`, prompts);
+        replaces the one scheduled before, if any."""
         if self._jobs.get(entry.name) is entry:
-            entry.next_at = time.monotonic() + delay
             entry.version += 1
-            heapq.heappush(self._heap, (entry.next_at, next(self._seq), entry.version, entry))
+            entry.unlisted_read = unlisted
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), entry.version, entry))
 
     def _unregister(self, entry: _Watched, waiter: _Waiter) -> None:
         entry.waiters.discard(waiter)
@@ -526,7 +548,7 @@ class JobWatcher:
         for parent, planned in plans.items():
             region = self._regions[parent]
             mode, interval = planned.mode, planned.interval
-            if region.sweeps_refused or region.sweep_off_until > time.monotonic():
+            if not region.can_sweep(time.monotonic()):
                 mode = "get"
             fixed = [w.poll_interval for e in region.members for w in e.waiters if w.poll_interval]
             interval = min([interval, *fixed])
@@ -536,44 +558,63 @@ class JobWatcher:
 
     def _dispatch(self, now: float) -> float:
         """Start every due round and read the budget allows; seconds until one is due again."""
+        soonest = min([3600.0, *(self._round(p, plan, now) for p, plan in self._plans().items())])
+        return min(soonest, self._start_reads(now))
+
+    def _round(self, parent: str, plan: pacing.Plan, now: float) -> float:
+        """Start the region's round if one is due; seconds until one may be.
+
+        A round is due `plan.interval` after the last one; sooner, `policy.floor` after it,
+        while a wait no read has answered yet is there (new, or not listed yet: the first
+        read is the region's next round, never a GetJob of its own); and the prompts'
+        round `policy.prompt_window` after the last one. A prompts' round lists the region
+        when that costs fewer reads than a GetJob per prompted job (and then counts as the
+        region's round), else reads those jobs.
+        """
+        region = self._regions[parent]
+        throttled = self._throttled_until.get(parent, 0.0)
+        if region.in_flight or throttled > now:  # the sweep's end wakes us
+            return max(throttled - now, 0.05)
+        idle = [e for e in region.members if not e.in_flight]
+        last = region.last_round
+        due = [pacing.due_in(plan, last, now)]
+        if any(e.job is None and not e.errors for e in idle):  # a wait no read has answered yet
+            due.append(0.0 if last is None else max(0.0, last + min(plan.interval, self.policy.floor) - now))
+        prompted = [e for e in region.prompted if not e.in_flight]  # one being read stays prompted
+        if prompted:
+            due.append(max(0.0, region.last_prompt_round + self.policy.prompt_window - now))
+        if not idle or min(due) > 0:
+            return max(min(due), 0.01) if idle else plan.interval
+        if prompted and min(due[:-1]) > 0:  # only the prompts are due
+            region.last_prompt_round = now
+            self.stats["prompt_rounds"] += 1
+            region.prompted.difference_update(prompted)
+            mode, _ = pacing.reads_per_round(pacing.Group(len(prompted), region.pages))
+            if mode == "get" or not region.can_sweep(time.monotonic()):
+                for entry in prompted:
+                    self._schedule(entry, 0.0)
+                return self.policy.prompt_window
+        else:
+            region.prompted.difference_update(prompted)
+            mode = plan.mode
+        region.last_round = now
+        self.stats["rounds"] += 1
+        if mode == "get":
+            for entry in idle:
+                if not entry.errors:  # a failing read keeps its own retry delay
+                    self._schedule(entry, 0.0)
+        else:
+            region.in_flight = True
+            for entry in idle:
+                entry.in_flight = True
+            self._in_flight += 1
+            self._spawn(self._sweep(parent, region, idle, set(prompted)))
+        return plan.interval
+
+    def _start_reads(self, now: float) -> float:
+        """Start the GetJobs due, as the budget and `max_in_flight` allow; seconds until the next."""
         soonest = 3600.0
-        for parent, plan in self._plans().items():
-            region = self._regions[parent]
-            if region.in_flight or self._throttled_until.get(parent, 0.0) > now:
-                soonest = min(soonest, max(self._throttled_until.get(parent, 0.0) - now, 0.05))
-                continue
-            if region.prompted:
-                wait = region.last_prompt_round + self.policy.prompt_window - now
-                if wait <= 0:
-                    region.last_prompt_round = now
-                    self.stats["prompt_rounds"] += 1
-                    # A job being read now stays prompted: that read may predate the change.
-                    for entry in [e for e in region.prompted if not e.in_flight]:
-                        region.prompted.discard(entry)
-                        self._schedule(entry, 0.0)
-                    if region.prompted:
-                        soonest = min(soonest, max(self.policy.prompt_window, 0.01))
-                else:
-                    soonest = min(soonest, wait)
-            due = pacing.due_in(plan, region.last_round, now)
-            if due > 0 or not any(e.job is not None and not e.in_flight for e in region.members):
-                soonest = min(soonest, due if due > 0 else plan.interval)
-                continue
-            region.last_round = now
-            self.stats["rounds"] += 1
-            if plan.mode == "sweep":
-                members = [e for e in region.members if e.job is not None and not e.in_flight]
-                region.in_flight = True
-                for member in members:
-                    member.in_flight = True
-                self._in_flight += 1
-                self._spawn(self._sweep(parent, region, members))
-            else:
-                for entry in region.members:
-                    if not entry.in_flight:
-                        self._schedule(entry, 0.0)
-            soonest = min(soonest, plan.interval)
-        # Single reads: first reads, retries, prompts, jobs a sweep did not return, "get" rounds.
+        # Retries, prompts, jobs a sweep did not answer for, rounds in "get" mode.
         while self._heap:
             next_at, _, version, entry = self._heap[0]
             if version != entry.version or self._jobs.get(entry.name) is not entry or entry.in_flight:
@@ -594,7 +635,7 @@ class JobWatcher:
                 return min(soonest, wait)
             heapq.heappop(self._heap)
             entry.in_flight = True
-            entry.next_at = math.inf
+            entry.unlisted_read = False
             self._in_flight += 1
             self._spawn(self._poll(entry))
         return soonest
@@ -607,6 +648,7 @@ class JobWatcher:
         if pb.create_time.seconds:
             entry.create_wall = pb.create_time.seconds + pb.create_time.nanos / 1e9
         entry.job = job
+        entry.answered = time.time()
         entry.errors = 0
         entry.first_error_at = None
         for waiter in entry.waiters:
@@ -712,15 +754,20 @@ class JobWatcher:
             member.in_flight = False
             self._schedule(member, 0.0)
 
-    async def _sweep(self, parent: str, region: _Region, members: list[_Watched]) -> None:
-        """One listing of the region refreshes every member; those it missed get one GetJob."""
+    async def _sweep(
+        self, parent: str, region: _Region, members: list[_Watched], prompted: set[_Watched]
+    ) -> None:
+        """One listing of the region refreshes every member; `pacing.to_get` says which of
+        those still waited on (missed, or `prompted` and not settled) need a GetJob, and when."""
         from google.api_core import exceptions as gexc
 
         try:
             hook = await self.get_hook()
             while True:
                 chosen = pacing.sweep_filter(
-                    [m.create_wall for m in members], time.time(), recent_refused=region.recent_refused
+                    [m.create_wall or m.since for m in members],
+                    time.time(),
+                    recent_refused=region.recent_refused,
                 )
                 try:
                     listed, pages = await self._list_all(hook, parent, chosen.filter)
@@ -748,18 +795,28 @@ class JobWatcher:
             self.stats["sweeps"] += 1
             region.pages = pages
             now = time.time()
-            current = [m for m in members if self._jobs.get(m.name) is m]
-            waited = [pacing.Waited(m.job_id, m.create_wall or m.first_seen_wall, m.listed) for m in current]
-            missing = set(pacing.to_get(waited, listed.keys(), now))
-            for member in current:
+            # What the members were before this listing, for `pacing.read_in`.
+            before = {
+                m: pacing.Waited(m.job_id, m.answered, m.listed, m in prompted)
+                for m in members
+                if self._jobs.get(m.name) is m
+            }
+            for member in before:
                 member.in_flight = False
                 seen = listed.get(member.job_id)
                 if seen is not None:
                     member.listed = True
+                    if member.unlisted_read:  # the listing answered: no GetJob for that
+                        member.version += 1
+                        member.unlisted_read = False
                     self.stats["swept_jobs"] += 1
                     self._observe_safely(member, seen)
-                elif member.job_id in missing:
-                    self._schedule(member, 0.0)  # ended (active listing) or deleted: GetJob tells
+            still = {m.job_id: (m, w) for m, w in before.items() if self._jobs.get(m.name) is m}
+            grace = self.policy.unlisted_grace
+            for job_id, delay in pacing.to_get(
+                [w for _, w in still.values()], listed.keys(), now, grace
+            ).items():
+                self._schedule(still[job_id][0], delay, unlisted=delay > 0)
         finally:
             for member in members:
                 member.in_flight = False

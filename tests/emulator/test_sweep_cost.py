@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from emulator_support import LOCATION, PARENT, PROJECT, container_job
+from emulator_support import PARENT, container_job
 from google.cloud import batch_v1
 
 from airflow_batch_streaming.emulator import Emulator
-from airflow_batch_streaming.emulator import jobs as emulator_jobs
-from airflow_batch_streaming.emulator.common import now_ns
+from airflow_batch_streaming.emulator.admin import AdminError
 from airflow_batch_streaming.triggers import pacing
 
 pytestmark = [pytest.mark.emulator, pytest.mark.scale]
@@ -32,16 +31,13 @@ def _pages(batch: batch_v1.BatchServiceClient, flt: str) -> tuple[int, set[str]]
 
 
 def test_reads_per_sweep_do_not_grow_with_finished_jobs(
-    emulator: Emulator, batch: batch_v1.BatchServiceClient, monkeypatch: pytest.MonkeyPatch
+    emulator: Emulator, batch: batch_v1.BatchServiceClient
 ) -> None:
-    # Two days ago, 20,000 jobs ran and finished (created in-process: the history, not the test).
-    real = now_ns
-    monkeypatch.setattr(emulator_jobs, "now_ns", lambda: real() - 2 * 86_400 * 1_000_000_000)
-    old = container_job(["true"])
-    for i in range(HISTORY):
-        emulator.state.jobs.create(PROJECT, LOCATION, f"old-{i}", batch_v1.Job.pb(old), "")
-    monkeypatch.setattr(emulator_jobs, "now_ns", real)
+    # Two days ago, 20,000 jobs ran and finished (the admin API's history seeding).
+    assert emulator.history(PARENT, HISTORY, age_seconds=2 * 86_400) == HISTORY
     assert emulator.state.jobs.count_by_state() == {"SUCCEEDED": HISTORY}
+    with pytest.raises(AdminError, match="empty emulator"):  # creation order is list order
+        emulator.history(PARENT, 1)
 
     # Now: 30 waited jobs, of which 5 end quickly and 25 keep running.
     waited = []
@@ -67,7 +63,7 @@ def test_reads_per_sweep_do_not_grow_with_finished_jobs(
     assert recent.covers_finished
     pages, listed = _pages(batch, recent.filter)
     assert pages == 1 and listed == names  # ended or not, every waited job, no history
-    assert pacing.to_get([pacing.Waited(n, now - 60, listed=True) for n in names], listed, now) == []
+    assert pacing.to_get([pacing.Waited(n, now - 60, listed=True) for n in names], listed, now) == {}
 
     active = pacing.sweep_filter(create_times, now, recent_refused=True)
     pages, listed = _pages(batch, active.filter)

@@ -340,7 +340,7 @@ def test_poll_interval_caps_its_regions_round_and_pacing_sets_the_rest() -> None
             )
             watcher._regions[parent] = watcher_module._Region(members={entry})
         plans = watcher._plans()
-        assert plans["projects/p0/locations/us-central1"].interval == watcher.policy.ceiling  # one wait: 8 s
+        assert plans["projects/p0/locations/us-central1"].interval == watcher.policy.ceiling  # one wait: 3 s
         assert plans["projects/p1/locations/us-central1"].interval == 2.0
         assert {p.mode for p in plans.values()} == {"get"}  # one job: a GetJob is the cheaper round
     finally:
@@ -410,15 +410,24 @@ def fast_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-async def _wait_all(hook: FakeAsyncHook, names: list[str], then: str | None = None) -> list[WatchResult]:
-    """Wait on every job; once each was read (a GetJob each), move them all to `then`."""
+def _watcher(hook: FakeAsyncHook) -> watcher_module.JobWatcher:
     watcher = watcher_module.JobWatcher(asyncio.get_running_loop(), budget=ReadBudget(60_000))
-    watcher._hook = hook  # type: ignore[assignment]
-    watcher._hook_made = time.monotonic()
+    watcher._hook, watcher._hook_made = hook, time.monotonic()  # type: ignore[assignment]
+    return watcher
+
+
+async def _answered(watcher: watcher_module.JobWatcher, names: list[str]) -> None:
+    """Until a read has returned every one of the jobs."""
+    while not all(watcher._jobs.get(n) is not None and watcher._jobs[n].job is not None for n in names):
+        await asyncio.sleep(0.005)
+
+
+async def _wait_all(hook: FakeAsyncHook, names: list[str], then: str | None = None) -> list[WatchResult]:
+    """Wait on every job; once a read has returned each, move them all to `then`."""
+    watcher = _watcher(hook)
     waits = asyncio.gather(*(watcher.wait(name) for name in names))
     if then is not None:
-        while hook.calls.count("get") < len(names):
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(_answered(watcher, names), 10)
         hook.set_all(then)
     return list(await asyncio.wait_for(waits, 10))
 
@@ -426,14 +435,78 @@ async def _wait_all(hook: FakeAsyncHook, names: list[str], then: str | None = No
 PARENT = "projects/my-proj/locations/us-central1"
 
 
-async def test_first_reads_are_get_job_then_one_listing_ends_every_job() -> None:
+async def test_new_waits_join_the_listing_and_no_job_costs_a_get_job() -> None:
     names = [f"{PARENT}/jobs/run-{i}" for i in range(25)]
     hook = FakeAsyncHook(dict.fromkeys(names, "RUNNING"))
     results = await _wait_all(hook, names, then="SUCCEEDED")
     assert {(r.outcome, r.state) for r in results} == {("state", "SUCCEEDED")}
-    assert hook.calls[:25] == ["get"] * 25
-    # Then listings only: createTime covers finished jobs, so none needs a GetJob of its own.
-    assert set(hook.calls[25:]) == {"list-recent"}
+    # Listings only: the first read of a wait is its region's next sweep, and createTime
+    # covers finished jobs, so no job needs a GetJob of its own.
+    assert set(hook.calls) == {"list-recent"}
+
+
+async def test_a_job_no_listing_shows_is_read_once_the_grace_has_passed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ListJobs lags (or the job predates the listing's createTime bound): one GetJob after
+    `Policy.unlisted_grace` without an answer, none before, and the wait still ends."""
+    from airflow_batch_streaming.triggers.pacing import Policy
+
+    grace = Policy(floor=0.05, ceiling=0.1, prompt_window=0.05, unlisted_grace=0.3)
+    monkeypatch.setattr(watcher_module.JobWatcher, "policy", grace)
+    listed_name, hidden = f"{PARENT}/jobs/listed", f"{PARENT}/jobs/hidden"
+    hook = FakeAsyncHook({listed_name: "RUNNING", hidden: "SUCCEEDED"})
+
+    class Lagging(FakeAsyncHook):
+        async def list_jobs_page_async(self, parent: str, *, filter: str, **kw: Any) -> tuple[list[Any], str]:
+            jobs, token = await hook.list_jobs_page_async(parent, filter=filter, **kw)
+            return [j for j in jobs if j.name != hidden], token
+
+        async def get_job_async(self, name: str, **kw: Any) -> Any:
+            return await hook.get_job_async(name, **kw)
+
+    watcher = _watcher(Lagging({}))
+    started = time.monotonic()
+    other = asyncio.ensure_future(watcher.wait(listed_name))  # two waits: the region sweeps
+    result = await asyncio.wait_for(watcher.wait(hidden), 10)
+    other.cancel()
+    assert (result.outcome, result.state) == ("state", "SUCCEEDED")
+    assert time.monotonic() - started >= 0.3  # not read before the grace
+    assert hook.calls.count("get") == 1 and hook.calls[0] == "list-recent"
+
+
+async def test_prompts_of_one_window_are_answered_by_one_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_batch_streaming.hooks.pubsub import Prompt
+    from airflow_batch_streaming.triggers.pacing import Policy
+
+    # Rounds 30 s apart: only the prompts make the watcher read within the test.
+    monkeypatch.setattr(watcher_module.JobWatcher, "policy", Policy(floor=30, ceiling=30, prompt_window=0.05))
+    names = [f"{PARENT}/jobs/run-{i}" for i in range(25)]
+    sensor = f"{PARENT}/jobs/sensor"
+    hook = FakeAsyncHook(dict.fromkeys([*names, sensor], "SCHEDULED"))
+    watcher = _watcher(hook)
+    waits = asyncio.gather(*(watcher.wait(name) for name in names))
+    sensed = asyncio.ensure_future(watcher.wait(sensor, stop_states={"RUNNING"}))
+    await asyncio.wait_for(_answered(watcher, [*names, sensor]), 10)
+    assert hook.calls == ["list-recent"]
+    hook.set_all("RUNNING")
+    for i, name in enumerate([*names, sensor]):  # RUNNING ends no wait but the sensor's
+        watcher._prompt(Prompt(name, "", "RUNNING", f"m{i}"))
+    assert (await asyncio.wait_for(sensed, 10)).state == "RUNNING"
+    assert hook.calls == ["list-recent", "get"]  # one prompt worth a read: one GetJob
+    hook.set_all("SUCCEEDED")
+    hook.jobs[names[0]].status.state = 3  # RUNNING still: the listing is behind its message
+    for i, name in enumerate(names):
+        watcher._prompt(Prompt(name, "", "SUCCEEDED", f"n{i}"))
+    while hook.calls.count("get") < 2:
+        await asyncio.sleep(0.005)
+    hook.set_all("SUCCEEDED")
+    watcher._prompt(Prompt(names[0], "", "SUCCEEDED", "again"))
+    results = await asyncio.wait_for(waits, 10)
+    assert {(r.outcome, r.state) for r in results} == {("state", "SUCCEEDED")}
+    # 25 prompts in one window: one listing; the job it showed RUNNING: one GetJob; the
+    # last prompt, alone in its window: one GetJob.
+    assert hook.calls[2:] == ["list-recent", "get", "get"]
 
 
 async def test_refused_create_time_filter_falls_back_to_the_active_listing() -> None:
@@ -441,8 +514,8 @@ async def test_refused_create_time_filter_falls_back_to_the_active_listing() -> 
     hook = FakeAsyncHook(dict.fromkeys(names, "RUNNING"), refuse_recent=True)
     results = await _wait_all(hook, names, then="FAILED")
     assert {(r.outcome, r.state) for r in results} == {("state", "FAILED")}
-    assert hook.calls[25:27] == ["list-recent", "list-active"]
-    assert "list-recent" not in hook.calls[27:]  # refused once, never asked again
+    assert hook.calls[:2] == ["list-recent", "list-active"]
+    assert "list-recent" not in hook.calls[2:]  # refused once, never asked again
     # Jobs that left the active listing are read once each (pacing.to_get).
     assert hook.calls[-25:] == ["get"] * 25
 
@@ -450,16 +523,14 @@ async def test_refused_create_time_filter_falls_back_to_the_active_listing() -> 
 async def test_job_deleted_while_waited_is_read_and_found_deleted() -> None:
     names = [f"{PARENT}/jobs/run-{i}" for i in range(3)]
     hook = FakeAsyncHook(dict.fromkeys(names, "RUNNING"))
-    watcher = watcher_module.JobWatcher(asyncio.get_running_loop(), budget=ReadBudget(60_000))
-    watcher._hook, watcher._hook_made = hook, time.monotonic()  # type: ignore[assignment]
+    watcher = _watcher(hook)
     waits = asyncio.gather(*(watcher.wait(name) for name in names))
-    while hook.calls.count("list-recent") < 1:
-        await asyncio.sleep(0.005)
+    await asyncio.wait_for(_answered(watcher, names), 10)
     del hook.jobs[names[0]]
     hook.set_all("SUCCEEDED")
     results = await asyncio.wait_for(waits, 10)
     assert [r.outcome for r in results] == ["deleted", "state", "state"]
-    assert hook.calls[-1] == "get" or hook.calls.count("get") == 4  # the vanished job: one GetJob
+    assert hook.calls.count("get") == 1  # the job that left the listing: one GetJob
 
 
 async def test_one_job_is_read_with_get_job() -> None:
@@ -490,8 +561,8 @@ async def test_a_failing_sweep_falls_back_to_get_job_at_once(kind: str) -> None:
     started = time.monotonic()
     results = await _wait_all(hook, names, then="FAILED")
     assert {(r.outcome, r.state) for r in results} == {("state", "FAILED")}
-    assert hook.calls[25:51] == ["list"] + ["get"] * 25  # one failed sweep, then each job read once
-    assert "list" not in hook.calls[26:]  # the region is not swept again for a while
+    assert hook.calls[:26] == ["list"] + ["get"] * 25  # one failed sweep, then each job read once
+    assert "list" not in hook.calls[1:]  # the region is not swept again for a while
     assert time.monotonic() - started < 5
 
 
