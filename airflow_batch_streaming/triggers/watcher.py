@@ -244,6 +244,14 @@ def _state_name(pb_state: int) -> str:
     return status.STATES[pb_state] if 0 <= pb_state < len(status.STATES) else status.STATE_UNSPECIFIED
 
 
+def _make_hook(gcp_conn_id: str, impersonation_chain: str | Sequence[str] | None) -> BatchStreamingHook:
+    """The hook, imported and made off the event loop: importing it loads the Google provider
+    (about 1 s), which on the loop blocks every trigger of the triggerer."""
+    from airflow_batch_streaming.hooks.batch import BatchStreamingHook
+
+    return BatchStreamingHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
+
+
 class JobWatcher:
     """Waits on Batch jobs for every trigger of one event loop and connection. See the module doc."""
 
@@ -311,13 +319,7 @@ class JobWatcher:
                 self._hook = None
                 self._spawn(self._close_later(old))  # reads in flight finish on it
             if self._hook is None:
-                from airflow_batch_streaming.hooks.batch import BatchStreamingHook
-
-                self._hook = await asyncio.to_thread(
-                    BatchStreamingHook,
-                    gcp_conn_id=self.gcp_conn_id,
-                    impersonation_chain=self.impersonation_chain,
-                )
+                self._hook = await asyncio.to_thread(_make_hook, self.gcp_conn_id, self.impersonation_chain)
                 self._hook_made = time.monotonic()
                 self.stats["hooks"] += 1
             return self._hook

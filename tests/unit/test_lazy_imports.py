@@ -157,3 +157,38 @@ def test_import_chain_parser() -> None:
         "grpc._cython",
     ]
     assert import_chain(stderr, "absent") == []
+
+
+# Records the thread that first executes the hook module (the Google provider comes with it),
+# then makes the watcher's hook inside a running event loop.
+OFF_LOOP_PROBE = """
+import asyncio, importlib.abc, json, sys, threading
+loaded_in = []
+
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "airflow_batch_streaming.hooks.batch":
+            loaded_in.append(threading.current_thread() is threading.main_thread())
+        return None
+
+sys.meta_path.insert(0, Spy())
+from airflow_batch_streaming.triggers.watcher import JobWatcher
+
+async def main():
+    watcher = JobWatcher(asyncio.get_running_loop())
+    await watcher.get_hook()
+
+asyncio.run(main())
+print(json.dumps(loaded_in))
+"""
+
+
+def test_the_watcher_imports_the_hook_off_the_event_loop() -> None:
+    """Importing the hook takes about a second; done on the triggerer's loop it blocks every
+    trigger (Airflow logs "async thread was blocked"). It must happen in the worker thread."""
+    env = {**_env(), "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": "google-cloud-platform://"}
+    done = subprocess.run(
+        [sys.executable, "-c", OFF_LOOP_PROBE], capture_output=True, text=True, env=env, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [False], done.stdout
