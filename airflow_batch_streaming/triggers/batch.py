@@ -179,9 +179,12 @@ class BatchJobStateTrigger(BaseTrigger):
     async def _failed_tasks(self) -> list[Any] | None:
         """The failed tasks (for exit codes); best effort, one read."""
         try:
-            hook = await self._watcher().get_hook()
-            await self._watcher().budget.acquire()
-            return list(await hook.list_tasks_async(self.job_name, filter=f'status.state="{status.FAILED}"'))
+            watcher = self._watcher()
+            async with watcher.hook_in_use() as hook:
+                await watcher.budget.acquire()
+                return list(
+                    await hook.list_tasks_async(self.job_name, filter=f'status.state="{status.FAILED}"')
+                )
         except Exception as exc:
             self.log.info("Could not list the failed tasks of %s: %s", self.job_name, exc)
             return None

@@ -63,7 +63,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -282,6 +282,7 @@ class JobWatcher:
         self._jobs: dict[str, _Watched] = {}
         self._by_id: dict[str, set[_Watched]] = {}
         self._regions: dict[str, _Region] = {}
+        self._borrowed = 0  # callers using the hook outside a wait (`hook_in_use`)
         self._heap: list[tuple[float, int, int, _Watched]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -403,8 +404,19 @@ class JobWatcher:
 
     async def cancel(self, job_name: str) -> bool:
         """Cancel the job if it is active (idempotent); whether a cancel was sent."""
-        hook = await self.get_hook()
-        return await hook.cancel_job_async(job_name)
+        async with self.hook_in_use() as hook:
+            return await hook.cancel_job_async(job_name)
+
+    @contextlib.asynccontextmanager
+    async def hook_in_use(self) -> AsyncIterator[BatchStreamingHook]:
+        """The watcher's hook for a call of the caller's own, after its wait has ended: the
+        watcher stays open meanwhile (closing the channel would cancel the call in flight)."""
+        self._borrowed += 1
+        try:
+            yield await self.get_hook()
+        finally:
+            self._borrowed -= 1
+            self._wake.set()
 
     # ------------------------------------------------------------------ push
 
@@ -507,7 +519,7 @@ class JobWatcher:
                     try:
                         await asyncio.wait_for(self._wake.wait(), self.idle_close_after)
                     except TimeoutError:
-                        if not self._jobs:
+                        if not self._jobs and not self._borrowed:
                             return
                     continue
                 try:

@@ -116,6 +116,21 @@ async def test_bursts_of_transient_errors_end_with_each_jobs_true_state(
     assert stats["jobs_by_state"] == {"SUCCEEDED": 3, "FAILED": 3}
 
 
+async def test_the_failed_tasks_read_after_a_wait_outlasts_the_watchers_idle_close(emu: Emulator) -> None:
+    """A deferred job fails; the trigger then lists its failed tasks on the watcher's hook while
+    ListTasks fails five times, so the retries outlast the watcher's idle close (0.2 s here).
+    The watcher must keep its channel open for that call (closing it would cancel the call in
+    flight: CancelledError out of the trigger), and the event names the failed task's exit code."""
+    emu.fault("ListTasks", "UNAVAILABLE", count=5)
+    trigger = defer(
+        job_op("fails-late", labels=FAIL_3, deferrable=True, poll_interval=0.2), ctx(TI("fails-late"))
+    )
+    event = await first_event(trigger)
+    assert event["state"] == "FAILED", event
+    assert event["job"]["reason"].startswith("Task 0 failed with exit code 3."), event
+    assert emu.stats()["calls"]["ListTasks"] == 6  # five refused, the sixth answered on the same channel
+
+
 # --------------------------------------------------------------------------- 4. read quota
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -62,8 +64,9 @@ class FakeWatcher:
         self.cancels.append(job_name)
         return True
 
-    async def get_hook(self) -> FakeHook:
-        return self.hook
+    @contextlib.asynccontextmanager
+    async def hook_in_use(self) -> AsyncIterator[FakeHook]:
+        yield self.hook
 
 
 @pytest.fixture
