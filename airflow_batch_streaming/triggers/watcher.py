@@ -46,7 +46,9 @@ means deleted; other errors end the wait with a message.
 
 The watcher holds its hook (and so the connection's credentials) for at most
 `hook_max_age` seconds: a connection refreshed in Airflow reaches a busy watcher. It closes
-its channel and listeners once idle for `idle_close_after` seconds.
+its channel and listeners once idle for `idle_close_after` seconds; a trigger that reads after
+its wait (failed tasks, a cancel) holds it open with `hook_in_use`, as closing a grpc.aio
+channel cancels the calls in flight.
 """
 
 from __future__ import annotations
