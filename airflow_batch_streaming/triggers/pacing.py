@@ -68,7 +68,9 @@ class Policy:
     push_floor: float = 30.0
     push_ceiling: float = 120.0
     prompt_window: float = 1.0
-    #: A waited job no listing shows gets a GetJob once this long without an answer (`read_in`).
+    #: A waited job no listing shows gets a GetJob once this long without an answer (`read_in`):
+    #: ListJobs lags CreateJob on the real API (real-api-facts.md), and it is under the
+    #: provider's 10 s poll, so such a job is still read as often as the provider would.
     unlisted_grace: float = 8.0
     provider_interval: float = PROVIDER_INTERVAL
 
@@ -253,14 +255,6 @@ def sweep_filter(
     return SweepFilter(with_labels(active_filter(), labels), False)
 
 
-#: How long a waited job may go without any read answering for it before a listing's
-#: silence about it means "GetJob it" (`Policy.unlisted_grace`): ListJobs lags CreateJob on the
-#: real API (real-api-facts.md, "Eventual consistency"), and less than the provider's 10 s
-#: poll, so a job no listing shows (just created, or created long before its wait) is still
-#: read as often as the provider would.
-UNLISTED_GRACE = Policy.unlisted_grace
-
-
 @dataclass(frozen=True)
 class Waited:
     """A waited job as a listing sees it. `answered` (epoch s): the last read that returned
@@ -273,7 +267,7 @@ class Waited:
     prompted: bool = False
 
 
-def read_in(job: Waited, listed: bool, now: float, grace: float = UNLISTED_GRACE) -> float | None:
+def read_in(job: Waited, listed: bool, now: float, grace: float = Policy.unlisted_grace) -> float | None:
     """After a listing, when a job that is still waited on needs a GetJob of its own.
 
     None: never (the listing answered for it). 0: now. Otherwise in that many seconds,
@@ -296,7 +290,7 @@ def read_in(job: Waited, listed: bool, now: float, grace: float = UNLISTED_GRACE
 
 
 def to_get(
-    waited: Iterable[Waited], listed: Collection[str], now: float, grace: float = UNLISTED_GRACE
+    waited: Iterable[Waited], listed: Collection[str], now: float, grace: float = Policy.unlisted_grace
 ) -> dict[str, float]:
     """The waited jobs a listing left needing a GetJob, with `read_in` seconds each."""
     out: dict[str, float] = {}
